@@ -1,0 +1,79 @@
+# jukebox-tf: `make demo` and `make test` work on a fresh machine with nothing installed by hand.
+#
+# The virtualenv lives outside the repo, keyed by the hash of the lock, so every clone with the
+# same requirements.txt shares it and a second run installs nothing. Override VENV_ROOT to move it.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+LOCK_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+VENV_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/jukebox-tf
+VENV := $(VENV_ROOT)/venv-py310-$(LOCK_HASH)
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+READY := $(VENV)/.jukebox-tf-ready
+DEMO_DIR ?= demo_out
+PYTEST_ARGS ?=
+
+# Python 3.10 is required (TFX 1.16 has no release for newer Pythons); pyenv's copy is found
+# even when the pyenv shim has no global version selected.
+PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/python3.10 \
+	/usr/local/bin/python3.10 /usr/bin/python3.10; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 \
+	&& { command -v "$$p" || echo "$$p"; } && break; done | head -n 1)
+
+.PHONY: help venv python demo test test-fast lock bench clean-venv
+
+help:
+	@echo "make demo    - set up the environment, synthesize demo data, run the pipeline on it"
+	@echo "make test    - set up the environment, run the test suite"
+	@echo "make -s python - print the virtualenv's python (creating it if missing)"
+	@echo "make lock    - re-resolve requirements.in into the requirements.txt lock"
+
+# Creates the venv once per lock hash (under a lock file so parallel makes do not race), then
+# makes sure this checkout is the one installed in editable mode. All chatter goes to stderr so
+# that `$$(make -s python)` yields only the path.
+venv:
+	@mkdir -p "$(VENV_ROOT)"
+	@if [ ! -f "$(READY)" ]; then \
+	  exec 9>"$(VENV_ROOT)/.create.lock"; flock 9; \
+	  if [ ! -f "$(READY)" ]; then \
+	    [ -n "$(PYTHON310)" ] || { echo "error: Python 3.10 not found; install it (e.g. 'pyenv install 3.10.13') or pass PYTHON310=/path/to/python3.10" >&2; exit 1; }; \
+	    echo "creating $(VENV) with $(PYTHON310) (first run for this lock)" >&2; \
+	    rm -rf "$(VENV)"; \
+	    "$(PYTHON310)" -m venv "$(VENV)" >&2; \
+	    "$(PY)" -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)" >&2; \
+	    "$(UV)" pip sync --python "$(PY)" requirements.txt >&2; \
+	    touch "$(READY)"; \
+	  fi; \
+	fi
+	@if ! (cd / && "$(PY)" -I -c 'import os, sys, jukebox_tf; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(jukebox_tf.__file__))) != os.path.realpath(sys.argv[1]))' "$(CURDIR)") >/dev/null 2>&1; then \
+	  echo "installing $(CURDIR) into $(VENV) (editable)" >&2; \
+	  "$(UV)" pip install -q --python "$(PY)" --no-deps -e . >&2; \
+	fi
+
+python: venv
+	@echo "$(PY)"
+
+demo: venv
+	"$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
+
+test: venv
+	"$(PY)" -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests marked slow: the quick loop while editing.
+test-fast: venv
+	"$(PY)" -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lock: venv
+	"$(UV)" pip compile requirements.in --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+	  -o requirements.txt
+
+bench: venv
+	"$(PY)" benchmarks/ingest.py --json benchmarks/results/ingest.json
+
+clean-venv:
+	rm -rf "$(VENV)"

@@ -1,0 +1,3 @@
+from jukebox_tf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""`jukebox-tf`: one command line, a subcommand per task. Each subcommand lives in its own
+module with `register(subparsers)`; heavy imports happen inside the command, so `--help` and
+the audio commands start without loading TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jukebox_tf import __version__
+from jukebox_tf.cli import demo, ingest, make_demo_data
+from jukebox_tf.errors import JukeboxError
+
+COMMANDS = (ingest, make_demo_data, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jukebox-tf",
+        description="Jukebox (hierarchical VQ-VAE + transformer priors) on TensorFlow.")
+    parser.add_argument("--version", action="version", version=f"jukebox-tf {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except JukeboxError as e:
+        print(f"jukebox-tf {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jukebox-tf {args.command}: interrupted", file=sys.stderr)
+        return 130
