@@ -82,6 +82,24 @@ def wav_declared_frames(path: str) -> int | None:
                 f.seek(size + size % 2, os.SEEK_CUR)
 
 
+def _read_frames(file: soundfile.SoundFile, frames: int) -> np.ndarray | None:
+    """The next <= `frames` frames as float32 [n, channels], None at the end.
+
+    Calls libsndfile's sf_readf_float directly: SoundFile.read() asks for the position
+    (sf_seek(0, SEEK_CUR)) before every read, and on MP3 that seek resets mpg123's bit
+    reservoir, so block-wise reads of MP3 come out garbled (libsndfile 1.2.2).
+    """
+    out = np.empty((frames, file.channels), np.float32)
+    n = soundfile._snd.sf_readf_float(file._file, soundfile._ffi.cast("float *", out.ctypes.data),
+                                      frames)
+    error = soundfile._snd.sf_error(file._file)
+    if error:
+        message = soundfile._ffi.string(soundfile._snd.sf_error_number(error)).decode(
+            "utf-8", "replace")
+        raise AudioError(f"corrupt or truncated data: {message.strip()}")
+    return out[:n] if n > 0 else None
+
+
 class AudioReader:
     """Streams one audio file as float32 [frames, channels] blocks at its own sample rate.
 
@@ -139,15 +157,11 @@ class AudioReader:
 
     def _raw_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         if self._file is not None:
-            try:
-                while True:
-                    block = self._file.read(block_frames, dtype="float32", always_2d=True)
-                    if len(block) == 0:
-                        return
-                    yield block
-            except (soundfile.LibsndfileError, RuntimeError) as e:
-                raise AudioError(f"corrupt or truncated {self.info.container} data: "
-                                 f"{str(e).strip()}") from None
+            while True:
+                block = _read_frames(self._file, block_frames)
+                if block is None:
+                    return
+                yield block
         else:
             scale = None
             for start in range(0, self.info.frames, block_frames):

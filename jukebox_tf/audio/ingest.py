@@ -107,7 +107,11 @@ class TrackResult:
 
 def _to_channels(block: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
-        return block.mean(axis=1, keepdims=True) if block.shape[1] > 1 else block
+        if block.shape[1] == 1:
+            return block
+        # A matmul, not mean(axis=1): numpy's strided row reduction is 20x slower here and was
+        # a fifth of the whole ingest time on stereo music.
+        return block @ np.full((block.shape[1], 1), 1.0 / block.shape[1], np.float32)
     if block.shape[1] == 1:
         return np.repeat(block, 2, axis=1)
     return block[:, :2]
@@ -202,11 +206,13 @@ def _job_key(path: str, track_id: str, labels: schema.TrackLabels, config: Inges
     return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
-def scan(input_dir: str, skip: Sequence[str] = ()) -> tuple[list[str], list[dict], list[str]]:
+def scan(input_dir: str, skip: Sequence[str] = ()) -> tuple[list[str], list[dict], list[dict]]:
     """Relative paths of candidate audio files, rejected files (unsupported formats), and
-    other files ignored; hidden files and folders are skipped."""
+    files ignored with why (not audio, or another path to an audio file already listed, as
+    symlinked folders make); hidden files and folders are skipped."""
     skip_abs = {os.path.abspath(s) for s in skip}
     candidates, rejected, ignored = [], [], []
+    first_path: dict[str, str] = {}  # real path -> the relative path that claimed it
     for root, dirs, files in os.walk(input_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.abspath(os.path.join(root, d)) not in skip_abs)
@@ -217,12 +223,17 @@ def scan(input_dir: str, skip: Sequence[str] = ()) -> tuple[list[str], list[dict
             rel = os.path.relpath(full, input_dir).replace(os.sep, "/")
             ext = os.path.splitext(name)[1].lower()
             if ext in SUPPORTED_EXTENSIONS:
+                real = os.path.realpath(full)
+                if real in first_path:
+                    ignored.append({"path": rel, "reason": f"same file as {first_path[real]}"})
+                    continue
+                first_path[real] = rel
                 candidates.append(rel)
             elif ext in UNSUPPORTED_AUDIO_EXTENSIONS:
                 rejected.append({"path": rel, "reason": f"unsupported format '{ext}' "
                                  f"(supported: {' '.join(SUPPORTED_EXTENSIONS)})"})
             else:
-                ignored.append(rel)
+                ignored.append({"path": rel, "reason": "not an audio file"})
     return candidates, rejected, ignored
 
 
@@ -416,10 +427,16 @@ def _manifest(input_dir, config, metadata, vocab, ok, shards, rejected, flagged,
     }
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
 def format_summary(manifest: dict, output_dir: str) -> str:
     counts = manifest["counts"]
     lines = [
-        f"ingested {counts['files_ok']} file(s), {manifest['total_hours'] * 60:.1f} min of audio "
+        f"ingested {counts['files_ok']} file(s), {_duration(manifest['total_seconds'])} of audio "
         f"at {manifest['sample_rate']} Hz into {counts['chunks']} chunks in "
         f"{counts['shards']} shard(s) ({manifest['wall_seconds']:.1f} s, "
         f"{manifest['realtime_factor'] or 0:.0f}x real time)",
@@ -434,7 +451,7 @@ def format_summary(manifest: dict, output_dir: str) -> str:
             lines.append(f"{title}: {len(manifest[key])}")
             lines += [f"  {item['path']}: {item['reason']}" for item in manifest[key]]
     if manifest["ignored"]:
-        lines.append(f"ignored {len(manifest['ignored'])} non-audio file(s), e.g. "
-                     f"{', '.join(manifest['ignored'][:3])}")
+        lines.append(f"ignored {len(manifest['ignored'])} file(s), e.g. " + ", ".join(
+            f"{i['path']} ({i['reason']})" for i in manifest["ignored"][:3]))
     lines += [f"warning: {w}" for w in manifest["warnings"]]
     return "\n".join(lines)

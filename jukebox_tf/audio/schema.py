@@ -47,13 +47,14 @@ class TrackLabels:
 
 def to_pcm16(audio: np.ndarray) -> bytes:
     """float [-1, 1] [frames, channels] -> interleaved little-endian int16 bytes."""
-    scaled = np.clip(audio, -1.0, 1.0) * 32767.0
-    return np.rint(scaled).astype("<i2").tobytes()
+    # x32768 then clip to int16, as libsndfile and tf.audio.decode_wav do, so 16-bit sources
+    # round-trip bit-exactly.
+    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def from_pcm16(data: bytes, channels: int) -> np.ndarray:
     """Inverse of `to_pcm16`: float32 [frames, channels]."""
-    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0).reshape(-1, channels)
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0).reshape(-1, channels)
 
 
 def encode_chunk(audio: np.ndarray, *, sample_rate: int, track_id: str, offset: int,

@@ -5,7 +5,12 @@ the audio commands start without loading TensorFlow."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter (CUDA plugin probing, CPU feature notes) drowns the output
+# of short commands; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jukebox_tf import __version__
 from jukebox_tf.cli import demo, ingest, make_demo_data

@@ -1,0 +1,1 @@
+"""TFX components and the pipeline definition (issue 6); uses the jukebox_tf library only."""

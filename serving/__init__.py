@@ -1,0 +1,1 @@
+"""TF-Serving-compatible gRPC/REST server and client (issue 5); uses the jukebox_tf library."""

@@ -1,0 +1,61 @@
+"""The command line as a user runs it: a subprocess, its output and exit code."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tone
+
+
+def test_help_lists_subcommands(cli):
+    result = cli("--help", check=True)
+    for command in ("ingest", "make-demo-data", "demo"):
+        assert command in result.stdout
+
+
+def test_console_script_is_installed():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "jukebox-tf"
+    assert script.exists() or shutil.which("jukebox-tf")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert result.stdout.strip() == "jukebox-tf 0.1.0"
+
+
+def test_ingest_prints_summary_and_rejections(tmp_path, write_audio, cli):
+    write_audio("a.wav", tone(3.0, 22050), 22050)
+    (tmp_path / "in" / "bad.wav").write_text("nope")
+    result = cli("ingest", tmp_path / "in", tmp_path / "out", "--sample-rate", "22050",
+                 "--chunk-seconds", "2", check=True)
+    assert "ingested 1 file(s), 3.0 s of audio at 22050 Hz into 2 chunks in 1 shard(s)" \
+        in result.stdout
+    assert "rejected: 1\n  bad.wav: not an audio file" in result.stdout
+    assert "ingest:" in result.stderr  # the progress bar
+    manifest = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert manifest["counts"]["files_ok"] == 1
+
+
+def test_ingest_usage_errors(tmp_path, cli):
+    result = cli("ingest", tmp_path / "missing", tmp_path / "out")
+    assert result.returncode == 2
+    assert "jukebox-tf ingest: error: input folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = cli("ingest", tmp_path / "empty", tmp_path / "out", "--quiet")
+    assert result.returncode == 1 and "ingested 0 file(s)" in result.stdout
+    result = cli("ingest", tmp_path / "empty", tmp_path / "out", "--channels", "3")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_command_synthesizes_and_ingests(tmp_path, cli):
+    result = cli("demo", "--out", tmp_path / "demo", "--track-seconds", "4", check=True)
+    manifest = json.loads((tmp_path / "demo" / "dataset" / "dataset.json").read_text())
+    assert manifest["counts"]["files_ok"] == 12 and manifest["counts"]["files_rejected"] == 0
+    assert manifest["sample_rate"] == 22050
+    assert len(manifest["artists"]) == 5 and manifest["total_seconds"] == pytest.approx(48, 0.01)
+    assert "demo finished" in result.stdout
