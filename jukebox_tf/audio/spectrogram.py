@@ -28,9 +28,11 @@ def log_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256,
     return np.maximum(20 * np.log10(np.maximum(magnitude, 1e-10)), floor_db)
 
 
-def save_spectrograms_png(path: str, items: Sequence[tuple[str, np.ndarray]], sample_rate: int,
-                          n_fft: int = 1024, hop: int = 256) -> str:
-    """One spectrogram panel per (title, audio), stacked vertically, written atomically."""
+def render_spectrograms_png(items: Sequence[tuple[str, np.ndarray]], sample_rate: int,
+                            n_fft: int = 1024, hop: int = 256) -> bytes:
+    """One spectrogram panel per (title, audio), stacked vertically, as PNG bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,8 +49,16 @@ def save_spectrograms_png(path: str, items: Sequence[tuple[str, np.ndarray]], sa
         ax.set_ylabel("kHz")
     axes[-1, 0].set_xlabel("seconds")
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def save_spectrograms_png(path: str, items: Sequence[tuple[str, np.ndarray]], sample_rate: int,
+                          n_fft: int = 1024, hop: int = 256) -> str:
+    """`render_spectrograms_png` written to `path` atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with AtomicWriter(path) as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
+        f.write(render_spectrograms_png(items, sample_rate, n_fft, hop))
     return path

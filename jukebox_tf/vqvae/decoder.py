@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from jukebox_tf.vqvae.conv import Conv1D, Conv1DTranspose
 from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D, build_chain
 
 
@@ -26,14 +27,14 @@ class DecoderConvBlock(keras.layers.Layer):
         self._args = dict(out_width=out_width, down_t=down_t, stride_t=stride_t, width=width,
                           depth=depth, m_conv=m_conv, dilation_growth_rate=dilation_growth_rate,
                           dilation_cycle=dilation_cycle)
-        self.stages = [keras.layers.Conv1D(width, 3, padding="same", name="in")]
+        self.stages = [Conv1D(width, 3, name="in")]
         for i in range(down_t):
             self.stages.append(Resnet1D(width, depth, m_conv, dilation_growth_rate,
                                         dilation_cycle, reverse_dilation=True,
                                         name=f"resnet_{i}"))
-            self.stages.append(keras.layers.Conv1DTranspose(
+            self.stages.append(Conv1DTranspose(
                 out_width if i == down_t - 1 else width, stride_t * 2, strides=stride_t,
-                padding="same", name=f"up_{i}"))
+                name=f"up_{i}"))
 
     def build(self, input_shape):
         build_chain(self.stages, input_shape)
@@ -69,7 +70,7 @@ class Decoder(keras.layers.Layer):
             DecoderConvBlock(emb_width, down_t, stride_t, width, depth, m_conv,
                              dilation_growth_rate, dilation_cycle, name=f"level_{i}")
             for i, (down_t, stride_t) in enumerate(zip(downs_t, strides_t))]
-        self.out = keras.layers.Conv1D(channels, 3, padding="same", name="out")
+        self.out = Conv1D(channels, 3, name="out")
 
     def build(self, input_shape):
         build_chain(list(reversed(self.level_blocks)) + [self.out], input_shape)

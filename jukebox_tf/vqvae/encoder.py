@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+from jukebox_tf.vqvae.conv import Conv1D
 from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D, build_chain
 
 
@@ -35,11 +36,11 @@ class EncoderConvBlock(keras.layers.Layer):
                           dilation_cycle=dilation_cycle)
         self.stages = []
         for i in range(down_t):
-            self.stages.append(keras.layers.Conv1D(width, stride_t * 2, strides=stride_t,
-                                                   padding="same", name=f"down_{i}"))
+            self.stages.append(Conv1D(width, stride_t * 2, strides=stride_t,
+                                                   name=f"down_{i}"))
             self.stages.append(Resnet1D(width, depth, m_conv, dilation_growth_rate,
                                         dilation_cycle, name=f"resnet_{i}"))
-        self.stages.append(keras.layers.Conv1D(out_width, 3, padding="same", name="out"))
+        self.stages.append(Conv1D(out_width, 3, name="out"))
 
     def build(self, input_shape):
         build_chain(self.stages, input_shape)

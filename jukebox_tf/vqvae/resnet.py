@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras
 
-PACKAGE = "jukebox_tf"
+from jukebox_tf.vqvae.conv import PACKAGE, Conv1D
 
 
 def build_chain(layers, input_shape):
@@ -29,9 +29,9 @@ class ResConv1DBlock(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         self.n_in, self.n_state, self.dilation, self.res_scale = n_in, n_state, dilation, res_scale
-        self.conv3 = keras.layers.Conv1D(n_state, 3, dilation_rate=dilation, padding="same",
+        self.conv3 = Conv1D(n_state, 3, dilation_rate=dilation,
                                          name="conv3")
-        self.conv1 = keras.layers.Conv1D(n_in, 1, name="conv1")
+        self.conv1 = Conv1D(n_in, 1, name="conv1")
 
     def build(self, input_shape):
         self.conv3.build(input_shape)

@@ -1,0 +1,132 @@
+"""`jukebox-tf train-vqvae`, `reconstruct` and `encode`: the VQ-VAE's commands."""
+
+from __future__ import annotations
+
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-vqvae", help="train the hierarchical VQ-VAE on an ingested dataset",
+        description="Train the 3-level VQ-VAE with the strategy-aware loop (TF_CONFIG selects "
+        "multi-worker). Checkpoints, TensorBoard logs and the config go to --out.")
+    p.add_argument("--data", required=True, help="dataset folder from `jukebox-tf ingest`")
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"))
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
+    p.add_argument("--sample-length", type=int, help="training window in samples "
+                   "(default: the preset's)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--media-every", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=train)
+
+    p = subparsers.add_parser(
+        "reconstruct", help="encode and decode an audio file at one level",
+        description="Encode INPUT with a trained VQ-VAE, decode it from one level's codes, "
+        "write the WAV and a before/after spectrogram PNG, print the spectral convergence.")
+    p.add_argument("--run", required=True, help="run directory of train-vqvae")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="output WAV")
+    p.add_argument("--max-seconds", type=float, help="only the first seconds of INPUT")
+    p.set_defaults(run=reconstruct)
+
+    p = subparsers.add_parser(
+        "encode", help="pre-encode a dataset into codes for prior training",
+        description="Encode every chunk of an ingested dataset at every level, once, into "
+        "TFRecords of codes with their labels (the priors' training data).")
+    p.add_argument("--run", required=True, help="run directory of train-vqvae")
+    p.add_argument("--data", required=True, help="dataset folder from `jukebox-tf ingest`")
+    p.add_argument("--out", required=True, help="codes folder")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=encode)
+
+
+def train(args) -> int:
+    import dataclasses
+    import json
+
+    from jukebox_tf.training import TrainConfig, train as train_loop
+    from jukebox_tf.vqvae import get_preset
+    from jukebox_tf.vqvae.task import VQVAETask
+
+    config = get_preset(args.preset)
+    if args.sample_length:
+        config = dataclasses.replace(config, sample_length=args.sample_length)
+    saved_stats = None
+    task_json = os.path.join(args.out, "task.json")
+    if args.resume and os.path.isfile(task_json):
+        with open(task_json) as f:
+            saved_stats = json.load(f).get("data_stats") or None  # the normalisers stay fixed
+    task = VQVAETask(config, args.data, args.batch_size, saved_stats)
+    train_config = TrainConfig(
+        steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
+        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
+        ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        media_every=args.media_every, seed=args.seed)
+    metrics = train_loop(task, train_config, args.out, resume=args.resume,
+                         progress=not args.quiet)
+    keys = ["step", "loss"] + [f"spectral_convergence_db/l{l}" for l in range(config.levels)] + [
+        f"usage/l{l}" for l in range(config.levels)]
+    print("trained the VQ-VAE: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in keys
+                                             if k in metrics))
+    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {os.path.join(args.out, 'tensorboard')})")
+    return 0
+
+
+def reconstruct(args) -> int:
+    import numpy as np
+
+    from jukebox_tf.audio.decode import AudioError
+    from jukebox_tf.audio.load import load_audio, write_wav
+    from jukebox_tf.audio.spectrogram import save_spectrograms_png
+    from jukebox_tf.errors import JukeboxError
+    from jukebox_tf.vqvae import losses
+    from jukebox_tf.vqvae.task import load_vqvae_run
+
+    model = load_vqvae_run(args.run)
+    config = model.config
+    if not 0 <= args.level < config.levels:
+        raise JukeboxError(f"--level {args.level}: the VQ-VAE has levels 0-{config.levels - 1}")
+    try:
+        audio = load_audio(args.input, config.sample_rate, config.channels, args.max_seconds)
+    except AudioError as e:
+        raise JukeboxError(f"{args.input}: {e}") from None
+    hop = config.hop_lengths[-1]
+    padded = np.pad(audio, [(0, -len(audio) % hop), (0, 0)])
+    codes = model.encode(padded[None], levels=[args.level])[0]
+    recon = model.decode(codes, args.level).numpy()[0, :len(audio)]
+    sc = float(losses.spectral_convergence(audio[None, :, 0], recon[None, :, 0])[0])
+    write_wav(args.output, recon, config.sample_rate)
+    png = os.path.splitext(args.output)[0] + ".png"
+    save_spectrograms_png(png, [(f"input: {os.path.basename(args.input)}", audio[:, 0]),
+                                (f"reconstruction from level {args.level} "
+                                 f"({codes.shape[1]} codes, hop {config.hop_lengths[args.level]})",
+                                 recon[:, 0])], config.sample_rate)
+    sc_db = 20 * np.log10(max(sc, 1e-10))
+    print(f"level {args.level}: spectral convergence {sc_db:.2f} dB ({sc:.4f}) over "
+          f"{len(audio) / config.sample_rate:.1f} s\n  wrote {args.output} and {png}")
+    return 0
+
+
+def encode(args) -> int:
+    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.vqvae.task import load_vqvae_run
+
+    model = load_vqvae_run(args.run)
+    manifest = encode_dataset(model, args.data, args.out, batch_size=args.batch_size,
+                              progress=not args.quiet, source_run=args.run)
+    print(f"encoded {manifest['chunks']} chunks into {args.out}: tokens per level "
+          f"{manifest['tokens']} (hops {manifest['hop_lengths']})")
+    return 0

@@ -1,0 +1,78 @@
+"""Hyperparameters of the training loop (the task owns the model and data ones)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from jukebox_tf.errors import JukeboxError
+
+DECAYS = ("linear", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Steps count optimizer steps of `global_batch_size` examples.
+
+    The learning rate warms up linearly from 0 over `warmup_steps`, then follows `decay`:
+    "linear" reaches 0 at `steps`, "cosine" follows half a cosine to 0 at `steps`.
+    `weight_decay` > 0 switches Adam to AdamW (decoupled decay, scaled by the learning rate).
+    """
+
+    steps: int
+    global_batch_size: int
+    learning_rate: float = 3e-4
+    warmup_steps: int = 100
+    decay: str = "linear"
+    clip_norm: float | None = 1.0
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.999
+    weight_decay: float = 0.0
+    ema_decay: float | None = 0.999
+    mixed_precision: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    media_every: int = 200
+    seed: int = 0
+
+    def __post_init__(self):
+        at_least_one = ("steps", "global_batch_size", "checkpoint_every", "keep_checkpoints",
+                        "log_every", "media_every")
+        for name in at_least_one:
+            _require(self, name, _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                     "must be an integer >= 1")
+        _require(self, "warmup_steps", _is_int(self.warmup_steps) and self.warmup_steps >= 0,
+                 "must be an integer >= 0")
+        _require(self, "seed", _is_int(self.seed) and self.seed >= 0, "must be an integer >= 0")
+        _require(self, "learning_rate", _is_real(self.learning_rate) and self.learning_rate > 0,
+                 "must be a number > 0")
+        _require(self, "decay", self.decay in DECAYS, f"must be one of {', '.join(DECAYS)}")
+        _require(self, "clip_norm", self.clip_norm is None
+                 or (_is_real(self.clip_norm) and self.clip_norm > 0), "must be None or > 0")
+        for name in ("adam_beta_1", "adam_beta_2"):
+            _require(self, name, _is_real(getattr(self, name)) and 0 <= getattr(self, name) < 1,
+                     "must be in [0, 1)")
+        _require(self, "weight_decay", _is_real(self.weight_decay) and self.weight_decay >= 0,
+                 "must be a number >= 0")
+        _require(self, "ema_decay", self.ema_decay is None
+                 or (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1),
+                 "must be None (off) or in [0, 1)")
+        _require(self, "mixed_precision", isinstance(self.mixed_precision, bool),
+                 "must be true or false")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _require(config: TrainConfig, field: str, ok: bool, what: str):
+    if not ok:
+        raise JukeboxError(f"TrainConfig.{field}={getattr(config, field)!r}: {what}")

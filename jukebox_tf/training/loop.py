@@ -1,0 +1,241 @@
+"""train(): the one training loop for every model and strategy; restore_for_eval().
+
+    metrics = train(task, TrainConfig(steps=10_000, global_batch_size=32), "runs/vqvae")
+    model = restore_for_eval(task, "runs/vqvae")   # EMA weights
+
+Resuming restores model, optimizer, EMA, step and skipped-step count, but not the position in
+the data: the tf.data iterator is not checkpointed, because its shuffle buffers of audio would
+bloat every checkpoint. A run that starts at step s > 0 passes task.dataset a seed derived from
+(config.seed, s) instead of config.seed, so it draws new batches rather than replaying the ones
+the run began with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from jukebox_tf.errors import JukeboxError
+from jukebox_tf.training import checkpoints, run_dir as layout
+from jukebox_tf.training.config import TrainConfig
+from jukebox_tf.training.ema import ExponentialMovingAverage
+from jukebox_tf.training.optimizer import build_optimizer
+from jukebox_tf.training.signals import StopSignals
+from jukebox_tf.training.step import TrainStep
+from jukebox_tf.training.strategy import is_chief, strategy_from_env
+
+
+def train(task, config: TrainConfig, run_dir: str, *,
+          strategy: tf.distribute.Strategy | None = None, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Trains `task` for `config.steps` steps (in total, counting steps before a resumption).
+
+    Returns the last logged metrics as floats, with "step" and "skipped_steps". Stops early,
+    after saving, on SIGTERM/SIGINT; then "step" < config.steps.
+    """
+    strategy = strategy or strategy_from_env()
+    chief = is_chief(strategy)
+    ckpt_dir = layout.checkpoints_dir(run_dir)
+    latest = _latest_to_resume(ckpt_dir, resume, chief)
+    replicas = strategy.num_replicas_in_sync
+    if config.global_batch_size % replicas:
+        raise JukeboxError(f"TrainConfig.global_batch_size={config.global_batch_size} is not "
+                           f"divisible by the {replicas} replicas of the distribution strategy")
+    if chief:
+        _write_run_files(task, config, run_dir)
+    with _global_dtype_policy("mixed_float16" if config.mixed_precision else None):
+        state = _TrainState.build(task, config, strategy)
+        if latest:
+            checkpoints.restore(state.checkpoint, latest)
+        _check_workers_agree(strategy, int(state.step.numpy()), ckpt_dir)
+        if chief:
+            checkpoints.remove_partial_saves(ckpt_dir)
+        return _Loop(task, config, run_dir, strategy, state, chief, progress).run()
+
+
+def restore_for_eval(task, run_dir: str, use_ema: bool = True) -> keras.Model:
+    """Builds the task's model and loads the latest checkpoint of `run_dir` into it (the EMA
+    weights when `use_ema`). Uses the current strategy scope, if any; no optimizer state."""
+    ckpt_dir = layout.checkpoints_dir(run_dir)
+    path = checkpoints.latest_checkpoint(ckpt_dir)
+    if path is None:
+        raise JukeboxError(f"{ckpt_dir}: no checkpoint to restore (has this run saved one yet?)")
+    if use_ema and not any(name.startswith("ema/")
+                           for name in checkpoints.checkpoint_variable_names(path)):
+        raise JukeboxError(f"checkpoint {path} has no EMA weights (the run had "
+                           f"TrainConfig.ema_decay=None): restore it with use_ema=False")
+    model = task.build()
+    ema = ExponentialMovingAverage(model.trainable_variables, 0.0) if use_ema else None
+    tracked = {"model": model, **({"ema": ema} if ema else {})}
+    checkpoints.restore(tf.train.Checkpoint(**tracked), path, partial=True)
+    if ema:
+        ema.copy_to(model.trainable_variables)
+    return model
+
+
+def dataset_seed(seed: int, start_step: int) -> int:
+    """The seed task.dataset gets in a run starting at `start_step` (see the module docstring)."""
+    if start_step == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclasses.dataclass
+class _TrainState:
+    """Everything a checkpoint holds, created under the strategy's scope."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    ema: ExponentialMovingAverage | None
+    step: tf.Variable
+    skipped: tf.Variable
+    checkpoint: tf.train.Checkpoint
+
+    @classmethod
+    def build(cls, task, config: TrainConfig, strategy) -> _TrainState:
+        with strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            model = task.build()
+            optimizer = build_optimizer(config)
+            # Now, not lazily inside the compiled step, where no variable may be created.
+            optimizer.build(model.trainable_variables)
+            ema = (ExponentialMovingAverage(model.trainable_variables, config.ema_decay)
+                   if config.ema_decay is not None else None)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        tracked = dict(model=model, optimizer=optimizer, step=step, skipped=skipped)
+        if ema is not None:
+            tracked["ema"] = ema
+        return cls(model, optimizer, ema, step, skipped, tf.train.Checkpoint(**tracked))
+
+
+class _Loop:
+    """The Python side of training: steps, logging, media, checkpoints, stop requests."""
+
+    def __init__(self, task, config: TrainConfig, run_dir: str, strategy, state: _TrainState,
+                 chief: bool, progress: bool):
+        self.task, self.config, self.strategy, self.state = task, config, strategy, state
+        self.run_dir, self.chief, self.progress = run_dir, chief, progress and chief
+        self.start = int(state.step.numpy())
+        self.logged = {"step": float(self.start), "skipped_steps": float(state.skipped.numpy())}
+        if self.start and chief:
+            _note(f"resuming at step {self.start}")
+
+    def run(self) -> dict:
+        config = self.config
+        if self.start >= config.steps:
+            if self.chief:
+                _note(f"already at step {self.start} of {config.steps}: nothing to train")
+            return self.logged
+        self.writer = (tf.summary.create_file_writer(layout.tensorboard_dir(self.run_dir))
+                       if self.chief else tf.summary.create_noop_writer())
+        self.saver = checkpoints.CheckpointWriter(self.state.checkpoint,
+                                                  layout.checkpoints_dir(self.run_dir),
+                                                  config.keep_checkpoints, self.chief)
+        seed = dataset_seed(config.seed, self.start)
+        iterator = iter(self.strategy.distribute_datasets_from_function(
+            lambda ctx: self.task.dataset(ctx, seed)))
+        train_step = TrainStep(self.task, self.state.model, self.state.optimizer, config,
+                               self.strategy, self.state.ema, self.state.step, self.state.skipped)
+        bar = tqdm(total=config.steps, initial=self.start, unit="step", dynamic_ncols=True,
+                   disable=not self.progress)
+        step, window = self.start, (self.start, time.perf_counter())
+        try:
+            with StopSignals() as stop:
+                while step < config.steps:
+                    out, batch = train_step(iterator, stop.requested)
+                    step += 1
+                    bar.update(1)
+                    # Reduced over all workers: every worker stops after the same step.
+                    stopping = bool(out["stop"])
+                    last = stopping or step == config.steps
+                    if step % config.log_every == 0 or last:
+                        window = self._log(out, step, window, bar)
+                    if step % config.media_every == 0 and hasattr(self.task, "media_summaries"):
+                        self._media(batch, step)
+                    if step % config.checkpoint_every == 0 or last:
+                        self.saver.save(step)
+                        self.writer.flush()
+                    if stopping:
+                        if self.chief:
+                            _note(f"stopped at step {step}; resume with resume=True (--resume)")
+                        break
+        finally:
+            bar.close()
+            self.saver.close()
+            self.writer.close()
+        return self.logged
+
+    def _log(self, out: dict, step: int, window: tuple, bar) -> tuple:
+        now = time.perf_counter()
+        metrics = {k: float(v) for k, v in out.items() if k != "stop"}
+        metrics["steps_per_second"] = (step - window[0]) / max(now - window[1], 1e-9)
+        with self.writer.as_default():
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value, step=step)
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+        self.logged = {**metrics, "step": float(step)}
+        return step, now
+
+    def _media(self, batch, step: int):
+        if self.chief:
+            local = self.strategy.experimental_local_results(batch)[0]
+            with self.writer.as_default(step=step):
+                self.task.media_summaries(self.state.model, local, step)
+
+
+def _latest_to_resume(ckpt_dir: str, resume: bool, chief: bool) -> str | None:
+    if not resume:
+        if checkpoints.has_checkpoints(ckpt_dir):
+            raise JukeboxError(f"{ckpt_dir} already has checkpoints: pass resume=True "
+                               f"(--resume) to continue that run, or use a new run dir")
+        return None
+    latest = checkpoints.latest_checkpoint(ckpt_dir)
+    if latest is None and chief:
+        _note(f"no checkpoint in {ckpt_dir}: starting a fresh run")
+    return latest
+
+
+def _check_workers_agree(strategy, step: int, ckpt_dir: str):
+    """Workers that restored different steps (a run_dir not shared by all of them) would train
+    on silently diverging weights: all-reduce step and step^2 and compare."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    value = tf.constant([step, step * step], tf.float64)
+    total = strategy.experimental_local_results(strategy.run(
+        lambda: tf.distribute.get_replica_context().all_reduce("sum", value)))[0].numpy()
+    # n * sum(s^2) == sum(s)^2 only if every replica has the same s.
+    if strategy.num_replicas_in_sync * total[1] != total[0] ** 2:
+        raise JukeboxError(f"the workers restored different steps from {ckpt_dir} (this one: "
+                           f"{step}): run_dir must be on a filesystem every worker sees")
+
+
+def _write_run_files(task, config: TrainConfig, run_dir: str):
+    layout.write_json(layout.train_config_path(run_dir), config.to_dict())
+    if hasattr(task, "config_dict"):
+        layout.write_json(layout.task_config_path(run_dir), task.config_dict())
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(name: str | None):
+    """Sets Keras' global dtype policy for the layers the task builds; puts the old one back."""
+    if name is None:
+        yield
+        return
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _note(message: str):
+    print(f"jukebox-tf train: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,157 @@
+"""The pre-encoded dataset: every chunk of an audio dataset as VQ-VAE codes, once.
+
+Priors train on codes, never on audio, so the VQ-VAE runs over the data once
+(`jukebox-tf encode`) instead of at every prior step. One Example per audio chunk:
+
+| feature          | type       | meaning                                                     |
+|------------------|------------|-------------------------------------------------------------|
+| codes_l{L}       | bytes      | int16 little-endian codes of level L, ceil(num_samples/hop) |
+| track_id         | bytes      | as in the audio dataset                                     |
+| offset           | int64      | first audio sample of the chunk within the track            |
+| num_samples      | int64      | audio samples in the chunk                                  |
+| track_length     | int64      | audio samples in the whole track                            |
+| artist, artist_id, genre, genre_ids, lyrics | as in the audio dataset (same vocabularies) |
+| schema_version   | int64      | CODES_SCHEMA_VERSION                                        |
+
+`codes.json` beside the shards holds the levels, hop lengths, codebook size, sample rate,
+vocabularies and counts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from jukebox_tf.audio import records
+from jukebox_tf.audio.dataset import load_manifest, make_dataset
+from jukebox_tf.errors import JukeboxError
+
+CODES_SCHEMA_VERSION = 1
+MANIFEST = "codes.json"
+SHARD_PATTERN = "codes-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
+                   num_shards: int | None = None, progress: bool = True,
+                   source_run: str | None = None) -> dict:
+    """Encodes every chunk of `data_dir` at every level; returns the written manifest."""
+    from tqdm import tqdm
+
+    manifest = load_manifest(data_dir)
+    config = model.config
+    if manifest["sample_rate"] != config.sample_rate:
+        raise JukeboxError(f"{data_dir}: dataset at {manifest['sample_rate']} Hz, the VQ-VAE "
+                           f"was trained at {config.sample_rate} Hz")
+    hops = config.hop_lengths
+    top = hops[-1]
+    chunk = -(-manifest["chunk_frames"] // top) * top  # whole top-level codes
+    ds = make_dataset(data_dir, batch_size=batch_size, sample_length=chunk, random_crop=False,
+                      shuffle=False, repeat=False, drop_remainder=False)
+    encode = tf.function(lambda audio: model.encode(audio))
+    num_shards = num_shards or max(1, len(manifest["shards"]))
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+        os.remove(os.path.join(out_dir, MANIFEST))  # incomplete until rewritten below
+    names = [SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)]
+    writers = [records.AtomicWriter(os.path.join(out_dir, n)) for n in names]
+    files = [w.__enter__() for w in writers]
+    counts = [0] * num_shards
+    tokens = [0] * len(hops)
+    try:
+        with tqdm(total=manifest["counts"]["chunks"], unit="chunk", desc="encode",
+                  disable=not progress) as bar:
+            for batch in ds:
+                codes = [c.numpy() for c in encode(batch["audio"])]
+                for i in range(len(batch["track_id"])):
+                    n = int(batch["num_samples"][i])
+                    track = batch["track_id"][i].numpy().decode()
+                    feats = {"track_id": track, "offset": int(batch["offset"][i]),
+                             "num_samples": n, "track_length": int(batch["track_length"][i]),
+                             "artist": batch["artist"][i].numpy(),
+                             "artist_id": int(batch["artist_id"][i]),
+                             "genre_ids": np.asarray([g for g in batch["genre_ids"][i].numpy()
+                                                      if g >= 0], np.int64),
+                             "lyrics": batch["lyrics"][i].numpy(),
+                             "schema_version": CODES_SCHEMA_VERSION}
+                    for level, hop in enumerate(hops):
+                        level_codes = codes[level][i, :-(-n // hop)]
+                        feats[f"codes_l{level}"] = level_codes.astype("<i2").tobytes()
+                        tokens[level] += len(level_codes)
+                    shard = _shard_of(track, num_shards)
+                    files[shard].write(records.frame_record(records.encode_example(feats)))
+                    counts[shard] += 1
+                bar.update(len(batch["track_id"]))
+    except BaseException:
+        for w in writers:
+            w.__exit__(RuntimeError, None, None)
+        raise
+    for w in writers:
+        w.__exit__(None, None, None)
+    result = {
+        "schema_version": CODES_SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_dataset": os.path.abspath(data_dir),
+        "vqvae_run": source_run and os.path.abspath(source_run),
+        "sample_rate": config.sample_rate,
+        "levels": config.levels,
+        "hop_lengths": list(hops),
+        "l_bins": config.l_bins,
+        "chunks": sum(counts),
+        "tokens": tokens,
+        "artists": manifest["artists"],
+        "genres": manifest["genres"],
+        "shards": [{"file": n, "chunks": c} for n, c in zip(names, counts)],
+    }
+    with records.AtomicWriter(os.path.join(out_dir, MANIFEST), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def _shard_of(track_id: str, num_shards: int) -> int:
+    import zlib
+
+    return zlib.crc32(track_id.encode()) % num_shards  # whole tracks per shard, stable
+
+
+def load_codes_manifest(codes_dir: str) -> dict:
+    path = os.path.join(codes_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise JukeboxError(f"{codes_dir!r} is not a complete codes dataset: {MANIFEST} is "
+                           f"missing (run `jukebox-tf encode`)")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("schema_version") != CODES_SCHEMA_VERSION:
+        raise JukeboxError(f"{path}: codes schema version {manifest.get('schema_version')}, "
+                           f"this jukebox-tf reads {CODES_SCHEMA_VERSION}; re-run encode")
+    return manifest
+
+
+def codes_feature_spec(levels: int) -> dict:
+    scalar = lambda dtype: tf.io.FixedLenFeature([], dtype)  # noqa: E731
+    spec = {f"codes_l{level}": scalar(tf.string) for level in range(levels)}
+    spec.update(track_id=scalar(tf.string), offset=scalar(tf.int64),
+                num_samples=scalar(tf.int64), track_length=scalar(tf.int64),
+                artist=scalar(tf.string), artist_id=scalar(tf.int64),
+                genre_ids=tf.io.VarLenFeature(tf.int64), lyrics=scalar(tf.string),
+                schema_version=scalar(tf.int64))
+    return spec
+
+
+def read_codes(codes_dir: str) -> list[dict]:
+    """Every record as numpy (for tests and small tools; priors use tf.data)."""
+    manifest = load_codes_manifest(codes_dir)
+    out = []
+    for shard in manifest["shards"]:
+        for raw in records.read_records(os.path.join(codes_dir, shard["file"])):
+            f = tf.io.parse_single_example(raw, codes_feature_spec(manifest["levels"]))
+            item = {k: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
+                    for k, v in f.items()}
+            for level in range(manifest["levels"]):
+                item[f"codes_l{level}"] = np.frombuffer(item[f"codes_l{level}"], "<i2").astype(
+                    np.int32)
+            out.append(item)
+    return out

@@ -1,0 +1,113 @@
+"""Training the VQ-VAE with the shared loop (`jukebox_tf.training`): the VQ-VAE's `Task`.
+
+Batches are windows of `config.sample_length` samples, randomly cropped from the ingested
+chunks (silent chunks skipped). The losses' normalisers (data variance, mean spectral norm)
+are computed once from the training data before the first step and saved with the weights.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from jukebox_tf.audio.dataset import load_manifest, make_dataset
+from jukebox_tf.errors import JukeboxError
+from jukebox_tf.vqvae import losses
+from jukebox_tf.vqvae.config import VQVAEConfig
+from jukebox_tf.vqvae.vqvae import build_vqvae
+
+STATISTICS_SECONDS = 600  # as the original: 10 minutes of windows for the normalisers
+
+
+def compute_data_statistics(data_dir: str, config: VQVAEConfig,
+                            seconds: float = STATISTICS_SECONDS, seed: int = 0) -> dict:
+    windows = max(1, int(seconds * config.sample_rate // config.sample_length))
+    ds = make_dataset(data_dir, batch_size=min(8, windows), sample_length=config.sample_length,
+                      seed=seed, skip_silent=True)
+    batches = (b["audio"].numpy() for b in ds.take(-(-windows // min(8, windows))))
+    return losses.data_statistics(batches)
+
+
+def check_dataset(data_dir: str, config: VQVAEConfig) -> dict:
+    manifest = load_manifest(data_dir)
+    if manifest["sample_rate"] != config.sample_rate:
+        raise JukeboxError(
+            f"{data_dir}: the dataset is at {manifest['sample_rate']} Hz but the VQ-VAE preset "
+            f"expects {config.sample_rate} Hz; re-ingest with --sample-rate {config.sample_rate}")
+    if manifest["channels"] != config.channels:
+        raise JukeboxError(f"{data_dir}: {manifest['channels']} channel(s), the VQ-VAE expects "
+                           f"{config.channels}")
+    return manifest
+
+
+class VQVAETask:
+    name = "vqvae"
+
+    def __init__(self, config: VQVAEConfig, data_dir: str | None, global_batch_size: int,
+                 data_stats: dict | None = None):
+        self.config, self.data_dir, self.global_batch_size = config, data_dir, global_batch_size
+        if data_dir is not None:
+            check_dataset(data_dir, config)
+        self.data_stats = data_stats
+
+    def build(self):
+        model = build_vqvae(self.config)
+        if self.data_stats is None and self.data_dir is not None:
+            self.data_stats = compute_data_statistics(self.data_dir, self.config)
+        if self.data_stats is not None:
+            model.set_data_statistics(self.data_stats)
+        return model
+
+    def dataset(self, input_context, seed: int):
+        ds = make_dataset(self.data_dir, batch_size=self.global_batch_size,
+                          sample_length=self.config.sample_length, seed=seed, skip_silent=True,
+                          input_context=input_context)
+        return ds.map(lambda batch: batch["audio"])
+
+    def loss(self, model, batch, training: bool):
+        out = model(batch, training=training)
+        return out["loss"], out["metrics"]
+
+    def media_summaries(self, model, batch, step: int) -> None:
+        """Input and per-level reconstructions as audio, code histograms, a spectrogram."""
+        from jukebox_tf.audio.spectrogram import render_spectrograms_png
+
+        audio = batch[:2]
+        out = model(audio, training=False)
+        rate = self.config.sample_rate
+        tf.summary.audio("audio/input", audio, rate, step=step, max_outputs=2)
+        items = [("input", audio[0, :, 0].numpy())]
+        for level, recon in enumerate(out["reconstructions"]):
+            tf.summary.audio(f"audio/reconstruction_l{level}", tf.clip_by_value(recon, -1, 1),
+                             rate, step=step, max_outputs=2)
+            tf.summary.histogram(f"codes/l{level}", out["codes"][level], step=step,
+                                 buckets=min(self.config.l_bins, 128))
+            items.append((f"level {level} (hop {self.config.hop_lengths[level]})",
+                          recon[0, :, 0].numpy()))
+        image = tf.image.decode_png(render_spectrograms_png(items, rate), channels=3)
+        tf.summary.image("spectrogram/reconstructions", image[None], step=step)
+
+    def config_dict(self) -> dict:
+        return {"vqvae": self.config.to_dict(), "data_dir": self.data_dir,
+                "global_batch_size": self.global_batch_size,
+                "data_stats": {k: float(v) for k, v in (self.data_stats or {}).items()}}
+
+
+
+def load_vqvae_run(run_dir: str, use_ema: bool = True):
+    """The trained VQ-VAE of a `train-vqvae` run directory (EMA weights by default)."""
+    import json
+    import os
+
+    from jukebox_tf.training import restore_for_eval
+    from jukebox_tf.training.run_dir import task_config_path
+
+    path = task_config_path(run_dir)
+    if not os.path.isfile(path):
+        raise JukeboxError(f"{run_dir!r} is not a VQ-VAE run directory: {path} is missing "
+                           f"(train one with `jukebox-tf train-vqvae`)")
+    with open(path) as f:
+        saved = json.load(f)
+    if "vqvae" not in saved:
+        raise JukeboxError(f"{path}: not a VQ-VAE run (no 'vqvae' config in it)")
+    task = VQVAETask(VQVAEConfig.from_dict(saved["vqvae"]), None, 1, saved.get("data_stats"))
+    return restore_for_eval(task, run_dir, use_ema=use_ema)

@@ -1,0 +1,51 @@
+"""The lean conv layers equal Keras' own, forward and backward."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jukebox_tf.vqvae.conv import Conv1D, Conv1DTranspose
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 1), (3, 1, 9), (3, 1, 27), (1, 1, 1),
+                                                    (4, 2, 1)])
+def test_conv1d_matches_keras(kernel, stride, dilation):
+    rng = np.random.RandomState(kernel + dilation)
+    x = tf.constant(rng.randn(2, 256, 5).astype(np.float32))
+    ours = Conv1D(7, kernel, strides=stride, dilation_rate=dilation)
+    ref = keras.layers.Conv1D(7, kernel, strides=stride, dilation_rate=dilation, padding="same")
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ours.kernel.assign(rng.randn(*ours.kernel.shape).astype(np.float32))
+    ours.bias.assign(rng.randn(7).astype(np.float32))
+    ref.set_weights([ours.kernel.numpy(), ours.bias.numpy()])
+    w = tf.constant(rng.randn(2, 256 // stride, 7).astype(np.float32))
+    grads = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * w)
+        grads.append([y] + tape.gradient(loss, [x, layer.kernel.value, layer.bias.value]))
+    assert tuple(ours.compute_output_shape(x.shape)) == tuple(grads[0][0].shape)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv1d_transpose_matches_keras():
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(2, 64, 5).astype(np.float32))
+    ours, ref = Conv1DTranspose(3, 4, strides=2), keras.layers.Conv1DTranspose(
+        3, 4, strides=2, padding="same")
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights([ours.kernel.numpy(), rng.randn(3).astype(np.float32)])
+    ours.bias.assign(ref.bias.numpy())
+    np.testing.assert_allclose(ours(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert ours(x).shape == (2, 128, 3)
+
+
+def test_config_round_trip():
+    layer = Conv1D(8, 3, dilation_rate=3, name="c")
+    assert Conv1D.from_config(layer.get_config()).get_config() == layer.get_config()
