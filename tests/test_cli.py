@@ -52,10 +52,17 @@ def test_ingest_usage_errors(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_demo_command_synthesizes_and_ingests(tmp_path, cli):
-    result = cli("demo", "--out", tmp_path / "demo", "--track-seconds", "4", check=True)
-    manifest = json.loads((tmp_path / "demo" / "dataset" / "dataset.json").read_text())
+def test_demo_command_runs_the_whole_job(tmp_path, cli):
+    out = tmp_path / "demo"
+    result = cli("demo", "--out", out, "--track-seconds", "4", "--vqvae-steps", "3", check=True)
+    manifest = json.loads((out / "dataset" / "dataset.json").read_text())
     assert manifest["counts"]["files_ok"] == 12 and manifest["counts"]["files_rejected"] == 0
     assert manifest["sample_rate"] == 22050
     assert len(manifest["artists"]) == 5 and manifest["total_seconds"] == pytest.approx(48, 0.01)
-    assert "demo finished" in result.stdout
+    for level in range(3):
+        assert (out / "reconstructions" / f"level{level}.wav").exists()
+        assert (out / "reconstructions" / f"level{level}.png").exists()
+    codes = json.loads((out / "codes" / "codes.json").read_text())
+    assert codes["chunks"] == manifest["counts"]["chunks"]
+    assert (out / "dataset_overview.png").exists()
+    assert "demo finished" in result.stdout and "spectral convergence" in result.stdout

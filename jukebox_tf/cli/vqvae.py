@@ -86,37 +86,14 @@ def train(args) -> int:
 
 
 def reconstruct(args) -> int:
-    import numpy as np
-
-    from jukebox_tf.audio.decode import AudioError
-    from jukebox_tf.audio.load import load_audio, write_wav
-    from jukebox_tf.audio.spectrogram import save_spectrograms_png
-    from jukebox_tf.errors import JukeboxError
-    from jukebox_tf.vqvae import losses
+    from jukebox_tf.vqvae.reconstruct import reconstruct_file
     from jukebox_tf.vqvae.task import load_vqvae_run
 
-    model = load_vqvae_run(args.run)
-    config = model.config
-    if not 0 <= args.level < config.levels:
-        raise JukeboxError(f"--level {args.level}: the VQ-VAE has levels 0-{config.levels - 1}")
-    try:
-        audio = load_audio(args.input, config.sample_rate, config.channels, args.max_seconds)
-    except AudioError as e:
-        raise JukeboxError(f"{args.input}: {e}") from None
-    hop = config.hop_lengths[-1]
-    padded = np.pad(audio, [(0, -len(audio) % hop), (0, 0)])
-    codes = model.encode(padded[None], levels=[args.level])[0]
-    recon = model.decode(codes, args.level).numpy()[0, :len(audio)]
-    sc = float(losses.spectral_convergence(audio[None, :, 0], recon[None, :, 0])[0])
-    write_wav(args.output, recon, config.sample_rate)
-    png = os.path.splitext(args.output)[0] + ".png"
-    save_spectrograms_png(png, [(f"input: {os.path.basename(args.input)}", audio[:, 0]),
-                                (f"reconstruction from level {args.level} "
-                                 f"({codes.shape[1]} codes, hop {config.hop_lengths[args.level]})",
-                                 recon[:, 0])], config.sample_rate)
-    sc_db = 20 * np.log10(max(sc, 1e-10))
-    print(f"level {args.level}: spectral convergence {sc_db:.2f} dB ({sc:.4f}) over "
-          f"{len(audio) / config.sample_rate:.1f} s\n  wrote {args.output} and {png}")
+    result = reconstruct_file(load_vqvae_run(args.run), args.input, args.level, args.output,
+                              args.max_seconds)
+    print(f"level {args.level}: spectral convergence {result['spectral_convergence_db']:.2f} dB "
+          f"({result['spectral_convergence']:.4f}) over {result['seconds']:.1f} s\n"
+          f"  wrote {result['wav']} and {result['png']}")
     return 0
 
 

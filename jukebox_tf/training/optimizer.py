@@ -10,6 +10,7 @@ un-reduced gradients). So the loop reduces once and these subclasses skip Keras'
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from jukebox_tf.training.config import TrainConfig
 from jukebox_tf.training.schedule import WarmupDecay
@@ -20,11 +21,46 @@ class _GradientsAlreadySummed:
         return list(grads_and_vars)
 
 
-class Adam(_GradientsAlreadySummed, keras.optimizers.Adam):
+class _FusedAdamUpdate:
+    """Applies Adam to each variable with TF's single ResourceApplyAdam kernel, its scalars
+    (learning rate, beta powers) computed once per step.
+
+    Keras 3's Adam.update_step emits ~40 graph ops per variable, recomputing the bias
+    corrections each time: for the VQ-VAE's 330 variables that tripled the time to trace and
+    first-run the train step. ResourceApplyAdam is the same update (m, v EMAs; lr * sqrt(1 -
+    beta2^t) / (1 - beta1^t) * m / (sqrt(v) + epsilon)), and is not used with amsgrad.
+    """
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # Runs once per step, in the cross-replica (merge) context, like Keras' own version.
+        if self.amsgrad:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars,
+                                                       learning_rate)
+        # learning_rate may be per-replica here; `update` hands each device its own value.
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_powers = (tf.pow(tf.constant(self.beta_1, tf.float32), step),
+                       tf.pow(tf.constant(self.beta_2, tf.float32), step))
+        for grad, var in grads_and_vars:
+            distribution.extended.update(var, self._apply_adam,
+                                         args=(grad, learning_rate) + beta_powers, group=False)
+
+    def _apply_adam(self, variable, gradient, lr, beta_1_power, beta_2_power):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle,
+            beta1_power=tf.cast(beta_1_power, dtype), beta2_power=tf.cast(beta_2_power, dtype),
+            lr=tf.cast(lr, dtype), beta1=tf.constant(self.beta_1, dtype),
+            beta2=tf.constant(self.beta_2, dtype), epsilon=tf.constant(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype))
+
+
+class Adam(_GradientsAlreadySummed, _FusedAdamUpdate, keras.optimizers.Adam):
     """keras.optimizers.Adam whose apply() takes gradients already summed over replicas."""
 
 
-class AdamW(_GradientsAlreadySummed, keras.optimizers.AdamW):
+class AdamW(_GradientsAlreadySummed, _FusedAdamUpdate, keras.optimizers.AdamW):
     """keras.optimizers.AdamW whose apply() takes gradients already summed over replicas."""
 
 
