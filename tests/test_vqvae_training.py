@@ -141,4 +141,8 @@ def test_two_workers_match_one_process(tmp_path):
     assert set(w0.files) == set(one.files) and any("codebook" in k for k in one.files)
     for key in one.files:
         np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
-        np.testing.assert_allclose(w0[key], one[key], rtol=2e-4, atol=2e-5, err_msg=key)
+        # Summing two half-batch gradients differs from one whole-batch gradient in float
+        # rounding; Adam's first steps are sign-like, so that noise can move a weight whose
+        # gradient is near zero by a fraction of the learning rate (1e-3). A wrong reduction
+        # or a diverged codebook would differ by the learning rate or more.
+        np.testing.assert_allclose(w0[key], one[key], rtol=1e-3, atol=1e-4, err_msg=key)

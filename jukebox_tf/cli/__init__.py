@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.func(args) or 0
     except JukeboxError as e:
         print(f"jukebox-tf {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     make_demo_data.add_demo_options(p)
     p.add_argument("--sample-rate", type=int, default=22050)
     p.add_argument("--vqvae-steps", type=int, default=400, help="tiny VQ-VAE training steps")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def first_chunk_per_artist(dataset_dir: str, limit: int = 6) -> list[tuple[str, "object"]]:

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--shards", type=int, help="number of TFRecord shards (default: ~256 MiB each)")
     p.add_argument("--workers", type=int, help="decoding processes (default: one per CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def add_audio_options(p, sample_rate: int = 44100, chunk_seconds: float = 24.0) -> None:

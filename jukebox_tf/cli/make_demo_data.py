@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "several artists and genres that differ audibly, as audio files plus metadata.csv.")
     p.add_argument("out_dir", metavar="DIR")
     add_demo_options(p)
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def add_demo_options(p) -> None:

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=train)
+    p.set_defaults(func=train)
 
     p = subparsers.add_parser(
         "reconstruct", help="encode and decode an audio file at one level",
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="output WAV")
     p.add_argument("--max-seconds", type=float, help="only the first seconds of INPUT")
-    p.set_defaults(run=reconstruct)
+    p.set_defaults(func=reconstruct)
 
     p = subparsers.add_parser(
         "encode", help="pre-encode a dataset into codes for prior training",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="codes folder")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=encode)
+    p.set_defaults(func=encode)
 
 
 def train(args) -> int:

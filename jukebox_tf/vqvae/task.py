@@ -47,12 +47,12 @@ class VQVAETask:
         self.config, self.data_dir, self.global_batch_size = config, data_dir, global_batch_size
         if data_dir is not None:
             check_dataset(data_dir, config)
-        self.data_stats = data_stats
+            # Before training starts, so that task.json (written first) records them.
+            data_stats = data_stats or compute_data_statistics(data_dir, config)
+        self.data_stats = data_stats or None
 
     def build(self):
         model = build_vqvae(self.config)
-        if self.data_stats is None and self.data_dir is not None:
-            self.data_stats = compute_data_statistics(self.data_dir, self.config)
         if self.data_stats is not None:
             model.set_data_statistics(self.data_stats)
         return model
