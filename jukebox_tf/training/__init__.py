@@ -14,6 +14,7 @@ _EXPORTS = {
     "Task": "task",
     "train": "loop",
     "restore_for_eval": "loop",
+    "compiled_step": "loop",
     "strategy_from_env": "strategy",
     "is_chief": "strategy",
     "WarmupDecay": "schedule",

@@ -80,6 +80,19 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True) -> keras.Model:
     return model
 
 
+def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | None = None):
+    """(step, iterator, model): the compiled step `train` runs, without logging, checkpoints
+    or signals, for benchmarks. `step(iterator, False)` runs one update and returns
+    (metrics, batch)."""
+    strategy = strategy or strategy_from_env()
+    state = _TrainState.build(task, config, strategy)
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: task.dataset(ctx, config.seed)))
+    step = TrainStep(task, state.model, state.optimizer, config, strategy, state.ema,
+                     state.step, state.skipped)
+    return step, iterator, state.model
+
+
 def dataset_seed(seed: int, start_step: int) -> int:
     """The seed task.dataset gets in a run starting at `start_step` (see the module docstring)."""
     if start_step == 0:

@@ -72,7 +72,7 @@ class VQVAE(keras.Model):
             self.data_stats))))
 
     def _audio(self, audio):
-        audio = tf.convert_to_tensor(audio, self.compute_dtype)
+        audio = tf.cast(tf.convert_to_tensor(audio), self.compute_dtype)
         return audio[..., None] if audio.shape.rank == 2 else audio
 
     def encode(self, audio, levels=None) -> list:

@@ -1,0 +1,149 @@
+"""VQ-VAE speed and memory benchmark: train step, encode and decode throughput.
+
+    python benchmarks/vqvae.py --preset small --json PATH [--quick] [--threads 2]
+
+Measures, on one process limited to `--threads` CPU threads (2 = the reference machine):
+  * train_step_s_median: the compiled step `jukebox-tf train-vqvae` runs (forward, losses,
+    codebook EMA, gradients, clipping, Adam, weight EMA) at batch 4 x 32768 samples;
+  * encode_audio_s_per_s: audio seconds encoded per wall second, all three levels at once,
+    and encode_level_audio_s_per_s / decode_level_audio_s_per_s per level (batch 1, 10 s clips);
+  * peak_rss_mb (VmHWM of this process) and params (trainable).
+Medians over repeats after one warm-up call; the first-call time (tracing) is reported apart.
+Reference figures of the original PyTorch implementation on the same machine kind are in
+REFERENCE (1.33 s/step, 34 audio-s/s encode, 92 audio-s/s decode from level 0); the targets
+are 1.25x better on every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PYTORCH = {"train_step_s": 1.33, "encode_audio_s_per_s": 34.0, "decode_l0_audio_s_per_s": 92.0}
+SPEEDUP = 1.25
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call seconds, median of `repeats` later calls)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter clips")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--sample-length", type=int, default=32768)
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 training policy (the loop's option)")
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from jukebox_tf.training import TrainConfig, compiled_step
+    from jukebox_tf.vqvae import get_preset
+    from jukebox_tf.vqvae.task import VQVAETask
+
+    config = dataclasses.replace(get_preset(args.preset), sample_length=args.sample_length)
+    repeats = 3 if args.quick else 10
+    rng = np.random.RandomState(0)
+    t = np.arange(args.sample_length) / config.sample_rate
+    windows = np.stack([0.3 * np.sin(2 * np.pi * rng.uniform(80, 2000) * t)
+                        + 0.05 * rng.randn(len(t)) for _ in range(args.batch_size)])
+    windows = windows.astype(np.float32)[..., None]
+
+    class Synthetic(VQVAETask):  # step time does not depend on what the audio is
+        def dataset(self, input_context, seed):
+            return tf.data.Dataset.from_tensors(windows).repeat()
+
+    task = Synthetic(config, None, args.batch_size, {"l2": 0.05, "l1": 0.2, "spec": 50.0})
+    step, iterator, model = compiled_step(task, TrainConfig(
+        steps=10**6, global_batch_size=args.batch_size, warmup_steps=0,
+        mixed_precision=args.mixed_precision))
+    first_step, step_s = timed(lambda: step(iterator, False)[0]["loss"].numpy(), repeats)
+    print(f"train step: {step_s:.3f} s median ({args.batch_size} x {args.sample_length}), "
+          f"first call {first_step:.1f} s", flush=True)
+
+    clip_s = 4.0 if args.quick else 10.0
+    top = config.hop_lengths[-1]
+    length = int(clip_s * config.sample_rate) // top * top
+    clip = tf.constant(rng.randn(1, length, 1).astype(np.float32) * 0.1)
+    seconds = length / config.sample_rate
+    encode_all = tf.function(lambda x: model.encode(x))
+    _, all_s = timed(lambda: [c.numpy() for c in encode_all(clip)], repeats)
+    encode_levels, decode_levels = [], []
+    for level in range(config.levels):
+        enc = tf.function(lambda x, level=level: model.encode(x, levels=[level])[0])
+        dec = tf.function(lambda c, level=level: model.decode(c, level))
+        codes = enc(clip)
+        _, e = timed(lambda: enc(clip).numpy(), repeats)
+        _, d = timed(lambda: dec(codes).numpy(), repeats)
+        encode_levels.append(seconds / e)
+        decode_levels.append(seconds / d)
+    result = {
+        "preset": args.preset, "threads": args.threads, "quick": args.quick,
+        "batch_size": args.batch_size, "sample_length": args.sample_length,
+        "mixed_precision": args.mixed_precision,
+        "train_step_s_median": step_s, "train_step_first_call_s": first_step,
+        "encode_audio_s_per_s": seconds / all_s,
+        "encode_level_audio_s_per_s": encode_levels,
+        "decode_level_audio_s_per_s": decode_levels,
+        "peak_rss_mb": peak_rss_mb(),
+        "params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "pytorch_reference": PYTORCH,
+        "speedup_vs_pytorch": {
+            "train_step": PYTORCH["train_step_s"] / step_s,
+            "encode": (seconds / all_s) / PYTORCH["encode_audio_s_per_s"],
+            "decode_l0": decode_levels[0] / PYTORCH["decode_l0_audio_s_per_s"]},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": sys.version.split()[0], "tensorflow": tf.__version__},
+    }
+    result["meets_targets"] = {k: v >= SPEEDUP for k, v in result["speedup_vs_pytorch"].items()}
+    rows = [("train step (s)", step_s, PYTORCH["train_step_s"]),
+            ("encode, all levels (audio-s/s)", result["encode_audio_s_per_s"],
+             PYTORCH["encode_audio_s_per_s"])]
+    rows += [(f"encode level {l} (audio-s/s)", v, None) for l, v in enumerate(encode_levels)]
+    rows += [(f"decode level {l} (audio-s/s)", v, PYTORCH["decode_l0_audio_s_per_s"] if l == 0
+              else None) for l, v in enumerate(decode_levels)]
+    print(f"\n{'figure':34} {'jukebox-tf':>12} {'PyTorch ref':>12}")
+    for name, value, ref in rows:
+        print(f"{name:34} {value:12.3f} {ref if ref is not None else '':>12}")
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['params']} parameters; "
+          f"speedups {', '.join(f'{k} {v:.2f}x' for k, v in result['speedup_vs_pytorch'].items())}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
