@@ -68,15 +68,17 @@ venv:
 python: venv
 	@echo "$(PY)"
 
+# PYTHONPATH puts this checkout first even if another clone sharing the venv re-pointed the
+# editable install meanwhile.
 demo: venv
-	"$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
+	PYTHONPATH="$(CURDIR)" "$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
 
 test: venv
-	"$(PY)" -m pytest $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests marked slow: the quick loop while editing.
 test-fast: venv
-	"$(PY)" -m pytest -m "not slow" $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lock: venv
 	"$(UV)" pip compile requirements.in --python-version 3.10 \
