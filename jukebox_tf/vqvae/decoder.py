@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import keras
 
+from jukebox_tf.vqvae.chain import LayerChain
 from jukebox_tf.vqvae.conv import Conv1D, Conv1DTranspose
-from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D, build_chain
+from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class DecoderConvBlock(keras.layers.Layer):
+class DecoderConvBlock(LayerChain):
     """Conv1D(k=3) to width, then down_t x [Resnet1D(reversed) + Conv1DTranspose(k=4, s=2)].
 
     [B, T, emb] -> [B, T * stride_t**down_t, out_width].
@@ -24,68 +25,39 @@ class DecoderConvBlock(keras.layers.Layer):
                  depth: int = 4, m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._args = dict(out_width=out_width, down_t=down_t, stride_t=stride_t, width=width,
-                          depth=depth, m_conv=m_conv, dilation_growth_rate=dilation_growth_rate,
-                          dilation_cycle=dilation_cycle)
+        self.config_args = dict(out_width=out_width, down_t=down_t, stride_t=stride_t,
+                                width=width, depth=depth, m_conv=m_conv,
+                                dilation_growth_rate=dilation_growth_rate,
+                                dilation_cycle=dilation_cycle)
         self.stages = [Conv1D(width, 3, name="in")]
         for i in range(down_t):
             self.stages.append(Resnet1D(width, depth, m_conv, dilation_growth_rate,
                                         dilation_cycle, reverse_dilation=True,
                                         name=f"resnet_{i}"))
-            self.stages.append(Conv1DTranspose(
-                out_width if i == down_t - 1 else width, stride_t * 2, strides=stride_t,
-                name=f"up_{i}"))
+            self.stages.append(Conv1DTranspose(out_width if i == down_t - 1 else width,
+                                               stride_t * 2, strides=stride_t, name=f"up_{i}"))
 
-    def build(self, input_shape):
-        build_chain(self.stages, input_shape)
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for stage in self.stages:
-            shape = tuple(stage.compute_output_shape(shape))
-        return shape
-
-    def call(self, x):
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def get_config(self):
-        return super().get_config() | self._args
+    def chain(self):
+        return self.stages
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Decoder(keras.layers.Layer):
+class Decoder(LayerChain):
     """The decoder of one VQ-VAE level: blocks of levels `level`..0, then Conv1D to audio."""
 
     def __init__(self, channels: int, emb_width: int, downs_t, strides_t, width: int = 32,
                  depth: int = 4, m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._args = dict(channels=channels, emb_width=emb_width, downs_t=tuple(downs_t),
-                          strides_t=tuple(strides_t), width=width, depth=depth, m_conv=m_conv,
-                          dilation_growth_rate=dilation_growth_rate, dilation_cycle=dilation_cycle)
+        self.config_args = dict(channels=channels, emb_width=emb_width, downs_t=tuple(downs_t),
+                                strides_t=tuple(strides_t), width=width, depth=depth,
+                                m_conv=m_conv, dilation_growth_rate=dilation_growth_rate,
+                                dilation_cycle=dilation_cycle)
         self.level_blocks = [
             DecoderConvBlock(emb_width, down_t, stride_t, width, depth, m_conv,
                              dilation_growth_rate, dilation_cycle, name=f"level_{i}")
             for i, (down_t, stride_t) in enumerate(zip(downs_t, strides_t))]
         self.out = Conv1D(channels, 3, name="out")
 
-    def build(self, input_shape):
-        build_chain(list(reversed(self.level_blocks)) + [self.out], input_shape)
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in list(reversed(self.level_blocks)) + [self.out]:
-            shape = tuple(layer.compute_output_shape(shape))
-        return shape
-
-    def call(self, x):
-        for block in reversed(self.level_blocks):
-            x = block(x)
-        return self.out(x)
-
-    def get_config(self):
-        return super().get_config() | self._args
+    def chain(self):
+        return list(reversed(self.level_blocks)) + [self.out]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import keras
 
+from jukebox_tf.vqvae.chain import LayerChain
 from jukebox_tf.vqvae.conv import Conv1D
-from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D, build_chain
+from jukebox_tf.vqvae.resnet import PACKAGE, Resnet1D
 
 
 def resnet_kwargs(config, level: int) -> dict:
@@ -21,7 +22,7 @@ def resnet_kwargs(config, level: int) -> dict:
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class EncoderConvBlock(keras.layers.Layer):
+class EncoderConvBlock(LayerChain):
     """down_t x [Conv1D(k=4, s=2) + Resnet1D], then Conv1D(k=3) to the embedding width.
 
     [B, T, C] -> [B, T / stride_t**down_t, out_width].
@@ -31,66 +32,37 @@ class EncoderConvBlock(keras.layers.Layer):
                  depth: int = 4, m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._args = dict(out_width=out_width, down_t=down_t, stride_t=stride_t, width=width,
-                          depth=depth, m_conv=m_conv, dilation_growth_rate=dilation_growth_rate,
-                          dilation_cycle=dilation_cycle)
+        self.config_args = dict(out_width=out_width, down_t=down_t, stride_t=stride_t,
+                                width=width, depth=depth, m_conv=m_conv,
+                                dilation_growth_rate=dilation_growth_rate,
+                                dilation_cycle=dilation_cycle)
         self.stages = []
         for i in range(down_t):
-            self.stages.append(Conv1D(width, stride_t * 2, strides=stride_t,
-                                                   name=f"down_{i}"))
+            self.stages.append(Conv1D(width, stride_t * 2, strides=stride_t, name=f"down_{i}"))
             self.stages.append(Resnet1D(width, depth, m_conv, dilation_growth_rate,
                                         dilation_cycle, name=f"resnet_{i}"))
         self.stages.append(Conv1D(out_width, 3, name="out"))
 
-    def build(self, input_shape):
-        build_chain(self.stages, input_shape)
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for stage in self.stages:
-            shape = tuple(stage.compute_output_shape(shape))
-        return shape
-
-    def call(self, x):
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def get_config(self):
-        return super().get_config() | self._args
+    def chain(self):
+        return self.stages
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Encoder(keras.layers.Layer):
+class Encoder(LayerChain):
     """The encoder of one VQ-VAE level: the conv blocks of levels 0..level in sequence."""
 
     def __init__(self, emb_width: int, downs_t, strides_t, width: int = 32, depth: int = 4,
                  m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._args = dict(emb_width=emb_width, downs_t=tuple(downs_t), strides_t=tuple(strides_t),
-                          width=width, depth=depth, m_conv=m_conv,
-                          dilation_growth_rate=dilation_growth_rate, dilation_cycle=dilation_cycle)
+        self.config_args = dict(emb_width=emb_width, downs_t=tuple(downs_t),
+                                strides_t=tuple(strides_t), width=width, depth=depth,
+                                m_conv=m_conv, dilation_growth_rate=dilation_growth_rate,
+                                dilation_cycle=dilation_cycle)
         self.level_blocks = [
             EncoderConvBlock(emb_width, down_t, stride_t, width, depth, m_conv,
                              dilation_growth_rate, dilation_cycle, name=f"level_{i}")
             for i, (down_t, stride_t) in enumerate(zip(downs_t, strides_t))]
 
-    def build(self, input_shape):
-        build_chain(self.level_blocks, input_shape)
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for block in self.level_blocks:
-            shape = block.compute_output_shape(shape)
-        return shape
-
-    def call(self, x):
-        for block in self.level_blocks:
-            x = block(x)
-        return x
-
-    def get_config(self):
-        return super().get_config() | self._args
+    def chain(self):
+        return self.level_blocks

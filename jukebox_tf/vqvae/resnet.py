@@ -7,18 +7,8 @@ from __future__ import annotations
 
 import keras
 
+from jukebox_tf.vqvae.chain import LayerChain
 from jukebox_tf.vqvae.conv import PACKAGE, Conv1D
-
-
-def build_chain(layers, input_shape):
-    """Builds layers applied in sequence from shapes alone: without it Keras 3 builds nested
-    layers by tracing `call` symbolically, level by level, which takes seconds per model."""
-    shape = tuple(input_shape)
-    for layer in layers:
-        if not layer.built:
-            layer.build(shape)
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -51,7 +41,7 @@ class ResConv1DBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Resnet1D(keras.layers.Layer):
+class Resnet1D(LayerChain):
     """`depth` residual blocks with dilations growth**i (1, 3, 9, 27, ...), optionally cycling
     every `dilation_cycle` blocks; decoders use them in reverse order."""
 
@@ -59,9 +49,6 @@ class Resnet1D(keras.layers.Layer):
                  dilation_cycle: int | None = None, res_scale: bool = False,
                  reverse_dilation: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.n_in, self.depth, self.m_conv = n_in, depth, m_conv
-        self.dilation_growth_rate, self.dilation_cycle = dilation_growth_rate, dilation_cycle
-        self.res_scale, self.reverse_dilation = res_scale, reverse_dilation
         blocks = [ResConv1DBlock(n_in, int(m_conv * n_in),
                                  dilation=dilation_growth_rate ** (
                                      i if dilation_cycle is None else i % dilation_cycle),
@@ -69,26 +56,14 @@ class Resnet1D(keras.layers.Layer):
                                  name=f"block_{i}")
                   for i in range(depth)]
         self.blocks = blocks[::-1] if reverse_dilation else blocks
+        self.config_args = {
+            "n_in": n_in, "depth": depth, "m_conv": m_conv,
+            "dilation_growth_rate": dilation_growth_rate, "dilation_cycle": dilation_cycle,
+            "res_scale": res_scale, "reverse_dilation": reverse_dilation}
+
+    def chain(self):
+        return self.blocks
 
     @property
     def dilations(self) -> list[int]:
         return [b.dilation for b in self.blocks]
-
-    def build(self, input_shape):
-        build_chain(self.blocks, input_shape)
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def call(self, x):
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-    def get_config(self):
-        return super().get_config() | {
-            "n_in": self.n_in, "depth": self.depth, "m_conv": self.m_conv,
-            "dilation_growth_rate": self.dilation_growth_rate,
-            "dilation_cycle": self.dilation_cycle, "res_scale": self.res_scale,
-            "reverse_dilation": self.reverse_dilation}

@@ -23,7 +23,8 @@ from jukebox_tf.vqvae.bottleneck import BottleneckBlock
 from jukebox_tf.vqvae.config import VQVAEConfig
 from jukebox_tf.vqvae.decoder import Decoder
 from jukebox_tf.vqvae.encoder import Encoder, resnet_kwargs
-from jukebox_tf.vqvae.resnet import PACKAGE, build_chain
+from jukebox_tf.vqvae.chain import build_chain
+from jukebox_tf.vqvae.resnet import PACKAGE
 
 STAT_NAMES = ("l2", "l1", "spec")
 
