@@ -18,8 +18,8 @@ def reconstruct_file(model, path: str, level: int, out_wav: str,
                      max_seconds: float | None = None) -> dict:
     """Encodes `path` at `level`, decodes it, writes out_wav and out_wav's .png.
 
-    Returns {"spectral_convergence", "spectral_convergence_db", "seconds", "codes", "wav",
-    "png"}.
+    Returns {"spectral_convergence", "spectral_convergence_db", "seconds", "codes" (count),
+    "codes_used" (distinct codes), "wav", "png"}.
     """
     config = model.config
     if not 0 <= level < config.levels:
@@ -41,4 +41,5 @@ def reconstruct_file(model, path: str, level: int, out_wav: str,
          f"{config.hop_lengths[level]})", recon[:, 0])], config.sample_rate)
     return {"spectral_convergence": sc, "spectral_convergence_db": 20 * np.log10(max(sc, 1e-10)),
             "seconds": len(audio) / config.sample_rate, "codes": int(codes.shape[1]),
+            "codes_used": int(len(np.unique(codes.numpy()))),
             "wav": out_wav, "png": png}
