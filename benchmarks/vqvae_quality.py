@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--run", help="run directory (default: a temp folder)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training; score the existing --run")
+    parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                        help="score the EMA weights (what reconstruct/encode use) or the raw ones")
     args = parser.parse_args()
 
     if args.music is None:
@@ -86,7 +88,7 @@ def main() -> int:
     from jukebox_tf.vqvae.reconstruct import reconstruct_file
     from jukebox_tf.vqvae.task import load_vqvae_run
 
-    model = load_vqvae_run(run)
+    model = load_vqvae_run(run, use_ema=args.weights == "ema")
     ckpt = tf_latest_step(run)
     per_level = []
     for level in range(model.config.levels):
@@ -101,7 +103,8 @@ def main() -> int:
         print(f"level {level}: " + ", ".join(
             f"{k} {scores[k]:.2f} dB ({used[k]}/{model.config.l_bins} codes)" for k in scores),
             flush=True)
-    result = {"preset": args.preset, "minutes": args.minutes, "trained_seconds": trained_seconds,
+    result = {"preset": args.preset, "minutes": args.minutes, "weights": args.weights,
+              "trained_seconds": trained_seconds,
               "checkpoint_step": ckpt, "held_out": held_out,
               "training_tracks": len(training), "run": run, "levels": per_level}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -109,6 +109,8 @@ def test_cli_train_resume_reconstruct_encode(demo_dataset, tmp_path, cli):
             codes = item[f"codes_l{level}"]
             assert len(codes) == -(-item["num_samples"] // hop)
             assert codes.min() >= 0 and codes.max() < 64
+    # A trained codebook is in use (an unrestored, all-zero one maps everything to code 0).
+    assert len(np.unique(np.concatenate([item["codes_l0"] for item in items]))) > 4
     artists = {item["track_id"].decode().split("/")[0]: item["artist_id"] for item in items}
     assert len(set(artists.values())) == 2 and 0 not in artists.values()
 

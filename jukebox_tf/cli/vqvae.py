@@ -81,7 +81,8 @@ def train(args) -> int:
         f"usage/l{l}" for l in range(config.levels)]
     print("trained the VQ-VAE: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in keys
                                              if k in metrics))
-    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {os.path.join(args.out, 'tensorboard')})")
+    logs = os.path.join(args.out, "tensorboard")
+    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {logs})")
     return 0
 
 

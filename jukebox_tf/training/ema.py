@@ -11,10 +11,13 @@ def tf_variable(variable) -> tf.Variable:
 
 
 class ExponentialMovingAverage(tf.Module):
-    """shadow <- decay * shadow + (1 - decay) * weight, after each applied update.
+    """shadow <- d_t * shadow + (1 - d_t) * weight after the t-th applied update, with
+    d_t = min(decay, (1 + t) / (10 + t)).
 
-    Create it inside `strategy.scope()` so the shadows are mirrored like the weights. The
-    shadows start equal to the weights (no bias correction: `decay` is fixed).
+    The warm-up is tf.train.ExponentialMovingAverage's `num_updates` one: a fixed 0.999 from
+    the start would leave 0.999^t of the random initial weights in the average (47% after 760
+    steps), so short runs would evaluate and export noise. Create it inside `strategy.scope()`
+    so the shadows are mirrored like the weights; they start equal to the weights.
     """
 
     def __init__(self, variables, decay: float):
@@ -25,16 +28,19 @@ class ExponentialMovingAverage(tf.Module):
         self._strategy = tf.distribute.get_strategy()
         self.shadows = [tf.Variable(tf_variable(v).read_value(), trainable=False,
                                     name=f"ema_{i}") for i, v in enumerate(variables)]
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")
 
     def update(self, variables):
         """Call in cross-replica context: each device's shadow follows that device's weight."""
-        decay = self.decay
+        t = tf.cast(self.updates + 1, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
 
         def step(shadow, weight):
             return shadow.assign(decay * shadow + (1.0 - decay) * tf.cast(weight, shadow.dtype))
 
         for shadow, weight in zip(self.shadows, variables):
             self._strategy.extended.update(shadow, step, args=(tf_variable(weight),), group=False)
+        self.updates.assign_add(1)
 
     def copy_to(self, variables):
         """Overwrites `variables` with the averages (for evaluation or export)."""

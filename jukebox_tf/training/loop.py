@@ -25,7 +25,7 @@ from tqdm import tqdm
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.training import checkpoints, run_dir as layout
 from jukebox_tf.training.config import TrainConfig
-from jukebox_tf.training.ema import ExponentialMovingAverage
+from jukebox_tf.training.ema import ExponentialMovingAverage, tf_variable
 from jukebox_tf.training.optimizer import build_optimizer
 from jukebox_tf.training.signals import StopSignals
 from jukebox_tf.training.step import TrainStep
@@ -73,7 +73,7 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True) -> keras.Model:
                            f"TrainConfig.ema_decay=None): restore it with use_ema=False")
     model = task.build()
     ema = ExponentialMovingAverage(model.trainable_variables, 0.0) if use_ema else None
-    tracked = {"model": model, **({"ema": ema} if ema else {})}
+    tracked = {"model": model_variables(model), **({"ema": ema} if ema else {})}
     checkpoints.restore(tf.train.Checkpoint(**tracked), path, partial=True)
     if ema:
         ema.copy_to(model.trainable_variables)
@@ -91,6 +91,18 @@ def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | 
     step = TrainStep(task, state.model, state.optimizer, config, strategy, state.ema,
                      state.step, state.skipped)
     return step, iterator, state.model
+
+
+def model_variables(model: keras.Model) -> dict:
+    """What a checkpoint saves of the model: every variable, keyed by its position in
+    `model.variables` and its name ("00012_kernel").
+
+    Not the model object itself: Keras 3 keeps lists of sublayers (e.g. one encoder per level)
+    in its own tracked lists, which tf.train.Checkpoint does not see, so their weights would
+    silently be left out. Not the Keras paths either: those carry per-process name counters
+    ("vqvae_1/..." for a second instance), while the order is fixed by the architecture.
+    """
+    return {f"{i:05d}_{v.name}": tf_variable(v) for i, v in enumerate(model.variables)}
 
 
 def dataset_seed(seed: int, start_step: int) -> int:
@@ -123,7 +135,8 @@ class _TrainState:
                    if config.ema_decay is not None else None)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-        tracked = dict(model=model, optimizer=optimizer, step=step, skipped=skipped)
+        tracked = dict(model=model_variables(model), optimizer=optimizer, step=step,
+                       skipped=skipped)
         if ema is not None:
             tracked["ema"] = ema
         return cls(model, optimizer, ema, step, skipped, tf.train.Checkpoint(**tracked))
