@@ -19,6 +19,7 @@ vocabularies and counts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -57,11 +58,12 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
     if os.path.exists(os.path.join(out_dir, MANIFEST)):
         os.remove(os.path.join(out_dir, MANIFEST))  # incomplete until rewritten below
     names = [SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)]
-    writers = [records.AtomicWriter(os.path.join(out_dir, n)) for n in names]
-    files = [w.__enter__() for w in writers]
     counts = [0] * num_shards
     tokens = [0] * len(hops)
-    try:
+    # Every shard commits (renames) only if the whole pass succeeds.
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(records.AtomicWriter(os.path.join(out_dir, n)))
+                 for n in names]
         with tqdm(total=manifest["counts"]["chunks"], unit="chunk", desc="encode",
                   disable=not progress) as bar:
             for batch in ds:
@@ -85,12 +87,6 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
                     files[shard].write(records.frame_record(records.encode_example(feats)))
                     counts[shard] += 1
                 bar.update(len(batch["track_id"]))
-    except BaseException:
-        for w in writers:
-            w.__exit__(RuntimeError, None, None)
-        raise
-    for w in writers:
-        w.__exit__(None, None, None)
     result = {
         "schema_version": CODES_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

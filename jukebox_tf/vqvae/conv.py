@@ -1,13 +1,9 @@
 """Lean 1-D convolutions for the VQ-VAE: Keras layers over `tf.nn` ops.
 
 Same weights and 'same' padding as keras.layers.Conv1D / Conv1DTranspose (kernel
-[k, in, out], resp. [k, out, in], plus bias), but:
-  * 14 graph ops per call instead of Keras 3's 73 (its padding arithmetic), which made tracing
-    the VQ-VAE's train step take minutes;
-  * dilated convolutions get a hand-written gradient: TF's CPU filter gradient for dilation > 1
-    is several times slower than the forward pass, while the filter gradient is one matmul of
-    the im2col'd input with the output gradient, and the input gradient is a dilated conv with
-    the flipped, transposed kernel.
+[k, in, out], resp. [k, out, in], plus bias), but 14 graph ops per call instead of Keras 3's
+73 (its padding arithmetic), which made tracing the VQ-VAE's train step take minutes. (A
+hand-written dilated-conv gradient and 1x1 convs as matmuls were measured too: no faster.)
 Shapes: [batch, time, channels].
 """
 
@@ -17,30 +13,6 @@ import keras
 import tensorflow as tf
 
 PACKAGE = "jukebox_tf"  # Keras serialization namespace of the project's layers
-
-
-def _dilated_conv(x, kernel, dilation: int):
-    """Stride-1 'same' conv with odd kernel size k and dilation d: [B, T, I] -> [B, T, O]."""
-
-    @tf.custom_gradient
-    def conv(x, kernel):
-        y = tf.nn.conv1d(x, kernel, 1, "SAME", dilations=dilation)
-
-        def grad(dy):
-            k, i, o = kernel.shape
-            flipped = tf.transpose(tf.reverse(kernel, [0]), [0, 2, 1])  # [k, O, I]
-            dx = tf.nn.conv1d(dy, flipped, 1, "SAME", dilations=dilation)
-            half = (k // 2) * dilation
-            padded = tf.pad(x, [[0, 0], [half, half], [0, 0]])
-            steps = tf.shape(x)[1]
-            cols = tf.concat([padded[:, j * dilation:j * dilation + steps] for j in range(k)], -1)
-            dk = tf.matmul(tf.reshape(cols, [-1, k * i]), tf.reshape(dy, [-1, o]),
-                           transpose_a=True)
-            return dx, tf.reshape(dk, [k, i, o])
-
-        return y, grad
-
-    return conv(x, kernel)
 
 
 class _Conv(keras.layers.Layer):
@@ -75,13 +47,8 @@ class Conv1D(_Conv):
         return (input_shape[0], steps, self.filters)
 
     def call(self, x):
-        kernel = tf.cast(self.kernel, x.dtype)
-        if self.kernel_size == 1 and self.strides == 1:
-            y = tf.matmul(x, kernel[0])  # a 1x1 conv is a matmul; cheaper than Conv2D here
-        elif self.dilation_rate > 1 and self.strides == 1 and self.kernel_size % 2 == 1:
-            y = _dilated_conv(x, kernel, self.dilation_rate)
-        else:
-            y = tf.nn.conv1d(x, kernel, self.strides, "SAME", dilations=self.dilation_rate)
+        y = tf.nn.conv1d(x, tf.cast(self.kernel, x.dtype), self.strides, "SAME",
+                         dilations=self.dilation_rate)
         return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
 
 
