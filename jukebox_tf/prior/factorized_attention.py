@@ -1,0 +1,337 @@
+"""Factorized self-attention of the Jukebox priors, with a functional key/value cache.
+
+A sequence of n_ctx positions is viewed as [blocks, block_ctx]. Attention kinds (the original's
+attn_func): 0 dense causal; 1 row (causal, within the query's block); 2 column (causal, the
+same in-block position in every block); 3 previous block (all of block b - 1; block 0 reads a
+zero block, so its output is zero); 6 cross-attention to an encoder output (no mask); 7 prime
+attention (causal, to the first `prime_attn_len` positions: the lyric prefix).
+
+The training forward reshapes to [batch, blocks, block_ctx, heads, head_dim], so row and
+previous-block attention cost O(n * block_ctx) and column attention O(n * blocks); only dense
+attention builds [n, n] logits.
+
+Sampling threads a cache dict {"key", "value"} of fixed-shape tensors [batch, cache_len, n_state]
+through `call(x, cache=..., position=...)`, which returns (y, new_cache) and so works inside
+`tf.while_loop` (and XLA). cache_len follows the kind: dense and column n_ctx (slot = position),
+row block_ctx and previous-block 2 * block_ctx (ring buffers, slot = position % cache_len),
+prime prime_attn_len, cross-attention the encoder's length (its keys, projected once by
+`init_cache`). A chunk x of L tokens attends to concat(cache, chunk) with a mask derived from
+the absolute position each slot holds, so one code path serves steps and chunks of any length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from jukebox_tf.prior.config import (ATTN_KINDS, BLOCKED_KINDS, COLUMN, CROSS, DENSE,
+                                     PREV_BLOCK, PRIME, ROW, prime_attn_len)
+from jukebox_tf.vqvae.conv import PACKAGE
+
+_MASKED_LOGIT = -1e9  # as the original: finite, so a row with every key masked gives no NaN
+_RING_KINDS = (ROW, PREV_BLOCK)  # caches that keep only the most recent positions
+
+
+def linear(units: int, init_scale: float = 1.0, zero_out: bool = False,
+           name: str | None = None) -> keras.layers.Dense:
+    """The original's Conv1D (x @ w + b): w ~ N(0, (0.02 init_scale)^2), or zeros; b zeros."""
+    init = ("zeros" if zero_out
+            else keras.initializers.RandomNormal(stddev=0.02 * init_scale))
+    return keras.layers.Dense(units, kernel_initializer=init, bias_initializer="zeros",
+                              name=name)
+
+
+def build_once(layer, input_shape):
+    if not layer.built:
+        layer.build(input_shape)
+
+
+def dims(x) -> list:
+    """x's shape, static where known, else dynamic scalars."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape.as_list())]
+
+
+def causal_mask(q_len, k_len):
+    """bool [q_len, k_len]: key j is visible to query i iff j <= i."""
+    return tf.range(k_len)[None, :] <= tf.range(q_len)[:, None]
+
+
+def attend(q, k, v, mask=None, zero_empty: bool = False, dropout=None, training=None):
+    """Softmax attention along the axis before the heads (softmax in float32).
+
+    q: [..., Tq, heads, head_dim] (already scaled), k, v: [..., Tk, heads, head_dim],
+    mask: bool broadcastable to [..., heads, Tq, Tk] -> [..., Tq, heads, head_dim].
+    zero_empty: a query that sees no key gets zeros (the original's zero-padded block).
+    """
+    logits = tf.cast(tf.einsum("...qhd,...khd->...hqk", q, k), tf.float32)
+    if mask is not None:
+        logits = tf.where(mask, logits, _MASKED_LOGIT)
+    weights = tf.nn.softmax(logits, axis=-1)
+    if zero_empty:
+        weights *= tf.cast(tf.reduce_any(mask, axis=-1, keepdims=True), weights.dtype)
+    weights = tf.cast(weights, v.dtype)
+    if dropout is not None:
+        weights = dropout(weights, training=training)
+    return tf.einsum("...hqk,...khd->...qhd", weights, v)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FactorizedAttention(keras.layers.Layer):
+    """One attention layer of kind `attn_kind`: [batch, time, width] -> [batch, time, width].
+
+    Weights as the original: c_attn [width, 3 n_state] (for cross-attention: c_attn
+    [width, n_state] for queries and c_enc_kv [width, 2 n_state] for the encoder's keys and
+    values), c_proj [n_state, width].
+    """
+
+    def __init__(self, width: int, n_state: int, heads: int, n_ctx: int,
+                 attn_kind: int = DENSE, blocks: int | None = None, encoder_dims: int = 0,
+                 prime_len: int | None = None, init_scale: float = 1.0, zero_out: bool = False,
+                 attn_dropout: float = 0.0, resid_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if attn_kind not in ATTN_KINDS:
+            raise ValueError(f"attn_kind {attn_kind} is not one of {ATTN_KINDS}")
+        if n_state % heads:
+            raise ValueError(f"n_state={n_state} is not divisible by heads={heads}")
+        if attn_kind in (*BLOCKED_KINDS, PRIME) and (not blocks or n_ctx % blocks):
+            raise ValueError(f"attention kind {attn_kind} needs blocks dividing n_ctx={n_ctx}, "
+                             f"got {blocks}")
+        if attn_kind == CROSS and encoder_dims < 1:
+            raise ValueError("cross-attention needs encoder_dims (the encoder output length)")
+        if attn_kind == PRIME and not prime_len:
+            raise ValueError("prime attention needs prime_len (the prefix length)")
+        self.width, self.n_state, self.heads, self.n_ctx = width, n_state, heads, n_ctx
+        self.attn_kind, self.blocks = attn_kind, blocks
+        self.encoder_dims, self.prime_len = encoder_dims, prime_len
+        self.init_scale, self.zero_out = init_scale, zero_out
+        self.attn_dropout, self.resid_dropout = attn_dropout, resid_dropout
+        cross = attn_kind == CROSS
+        self.c_attn = linear(n_state if cross else 3 * n_state, init_scale, name="c_attn")
+        self.c_enc_kv = linear(2 * n_state, init_scale, name="c_enc_kv") if cross else None
+        self.c_proj = linear(width, init_scale, zero_out, name="c_proj")
+        self.attn_drop = keras.layers.Dropout(attn_dropout) if attn_dropout > 0 else None
+        self.resid_drop = keras.layers.Dropout(resid_dropout) if resid_dropout > 0 else None
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_state // self.heads
+
+    @property
+    def block_ctx(self) -> int | None:
+        return self.n_ctx // self.blocks if self.blocks else None
+
+    @property
+    def cache_len(self) -> int:
+        """Positions the sampling cache holds."""
+        return {DENSE: self.n_ctx, ROW: self.block_ctx, COLUMN: self.n_ctx,
+                PREV_BLOCK: 2 * (self.block_ctx or 0), CROSS: self.encoder_dims,
+                PRIME: self.prime_attn_len}[self.attn_kind]
+
+    @property
+    def prime_attn_len(self) -> int | None:
+        if self.attn_kind != PRIME:
+            return None
+        return prime_attn_len(self.prime_len, self.blocks, self.n_ctx)
+
+    def build(self, input_shape):
+        build_once(self.c_attn, input_shape)
+        if self.c_enc_kv is not None:  # the encoder output comes projected to the prior's width
+            build_once(self.c_enc_kv, (None, None, self.width))
+        build_once(self.c_proj, tuple(input_shape[:-1]) + (self.n_state,))
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    # -- shapes ------------------------------------------------------------------------------
+
+    def _split_heads(self, x):
+        """[batch, time, n_state] -> [batch, time, heads, head_dim]."""
+        return tf.reshape(x, dims(x)[:-1] + [self.heads, self.head_dim])
+
+    def _to_blocks(self, x):
+        """[batch, time, heads, head_dim] -> [batch, time // block_ctx, block_ctx, heads, hd]."""
+        batch, time = dims(x)[:2]
+        if isinstance(time, int) and time % self.block_ctx:
+            raise ValueError(f"attention kind {self.attn_kind} needs a length divisible by "
+                             f"block_ctx={self.block_ctx}, got {time}")
+        return tf.reshape(x, [batch, -1, self.block_ctx, self.heads, self.head_dim])
+
+    def _encoder_kv(self, encoder_kv):
+        """Encoder output [batch, encoder_dims, width] -> keys, values [batch, encoder_dims,
+        n_state]."""
+        if encoder_kv is None:
+            raise ValueError("cross-attention needs encoder_kv [batch, encoder_dims, width]")
+        length = encoder_kv.shape[1]
+        if length is not None and length != self.encoder_dims:
+            raise ValueError(f"encoder_kv has length {length}, expected encoder_dims="
+                             f"{self.encoder_dims}")
+        return tf.split(self.c_enc_kv(encoder_kv), 2, axis=-1)
+
+    # -- training forward --------------------------------------------------------------------
+
+    def _attend_full(self, q, k, v, training):
+        """q, k, v [batch, time, heads, head_dim], positions 0.. -> same shape."""
+        kind = self.attn_kind
+
+        def run(q, k, v, mask=None):
+            return attend(q, k, v, mask, dropout=self.attn_drop, training=training)
+
+        if kind in (DENSE, CROSS, PRIME):
+            if kind == PRIME:
+                k, v = k[:, :self.prime_attn_len], v[:, :self.prime_attn_len]
+            mask = None if kind == CROSS else causal_mask(tf.shape(q)[1], tf.shape(k)[1])
+            return run(q, k, v, mask)
+        out_shape = dims(q)
+        q, k, v = self._to_blocks(q), self._to_blocks(k), self._to_blocks(v)
+        if kind == ROW:
+            out = run(q, k, v, causal_mask(self.block_ctx, self.block_ctx))
+        elif kind == PREV_BLOCK:
+            # Block 0 reads a zero block: uniform weights over zero values give zero output.
+            def shift(t):
+                return tf.concat([tf.zeros_like(t[:, :1]), t[:, :-1]], axis=1)
+
+            out = run(q, shift(k), shift(v))
+        else:  # COLUMN: the block axis becomes the sequence, in-block positions a batch axis
+            perm = [0, 2, 1, 3, 4]
+            n_blocks = tf.shape(q)[1]
+            out = run(*(tf.transpose(t, perm) for t in (q, k, v)),
+                      causal_mask(n_blocks, n_blocks))
+            out = tf.transpose(out, perm)
+        return tf.reshape(out, out_shape)
+
+    # -- cached forward ----------------------------------------------------------------------
+
+    def _visible(self, q_pos, k_pos):
+        """Whether the key at absolute position k_pos is visible to the query at q_pos."""
+        kind, bc = self.attn_kind, self.block_ctx
+        if kind == PREV_BLOCK:
+            return k_pos // bc == q_pos // bc - 1
+        causal = k_pos <= q_pos
+        if kind == ROW:
+            return causal & (k_pos // bc == q_pos // bc)
+        if kind == COLUMN:
+            return causal & (k_pos % bc == q_pos % bc)
+        if kind == PRIME:
+            return causal & (k_pos < self.prime_attn_len)
+        return causal
+
+    def _slot_positions(self, end):
+        """int32 [cache_len]: the position each slot holds once positions < end are written
+        (only those in [0, end) are real)."""
+        slots = tf.range(self.cache_len)
+        if self.attn_kind in _RING_KINDS:
+            return end - 1 - tf.math.floormod(end - 1 - slots, self.cache_len)
+        return slots
+
+    def _cache_view(self, cache, start, length):
+        """Cached keys, values [batch, n, n_state] and their positions [n] for queries from
+        `start`."""
+        if self.attn_kind == COLUMN and length == 1:
+            # One step reads only its column, one key per block: O(blocks), not O(n_ctx).
+            column = start % self.block_ctx
+
+            def gather(t):
+                batch = dims(t)[0]
+                blocked = tf.reshape(t, [batch, self.blocks, self.block_ctx, self.n_state])
+                return tf.gather(blocked, column, axis=2)
+
+            positions = tf.range(self.blocks) * self.block_ctx + column
+            return gather(cache["key"]), gather(cache["value"]), positions
+        return cache["key"], cache["value"], self._slot_positions(start)
+
+    def _write(self, cache, key, value, start, length):
+        """The cache with the chunk's keys and values [batch, length, n_state] written."""
+        if length == 1 and self.attn_kind != PRIME:
+            batch = tf.shape(key)[0]
+            index = tf.stack([tf.range(batch), tf.fill([batch], start % self.cache_len)], 1)
+
+            def update(old, new):
+                return tf.tensor_scatter_nd_update(old, index, new[:, 0])
+        else:
+            # Each slot takes the chunk's latest position that maps to it, if any (a chunk
+            # longer than a ring buffer overwrites slots; prime attention keeps only the prefix).
+            positions = self._slot_positions(start + length)
+            take = ((positions >= start) & (positions < start + length))[None, :, None]
+            source = tf.clip_by_value(positions - start, 0, length - 1)
+
+            def update(old, new):
+                return tf.where(take, tf.gather(new, source, axis=1), old)
+        return {"key": update(cache["key"], key), "value": update(cache["value"], value)}
+
+    def _attend_cached(self, q, key, value, cache, position, training):
+        """q [batch, L, heads, head_dim] at positions [position, position + L); key, value
+        [batch, L, n_state] -> (attention output like q, new cache)."""
+        run_kwargs = {"dropout": self.attn_drop, "training": training}
+        if self.attn_kind == CROSS:
+            keys, values = self._split_heads(cache["key"]), self._split_heads(cache["value"])
+            return attend(q, keys, values, **run_kwargs), cache
+        if position is None:
+            raise ValueError("a cached call needs `position`, the first token's position")
+        length = q.shape[1]
+        if length is None:
+            raise ValueError("a cached call needs a static chunk length")
+        start = tf.cast(position, tf.int32)
+        q_pos = start + tf.range(length)
+        old_key, old_value, old_pos = self._cache_view(cache, start, length)
+        keys = self._split_heads(tf.concat([old_key, key], axis=1))
+        values = self._split_heads(tf.concat([old_value, value], axis=1))
+        k_pos = tf.concat([old_pos, q_pos], axis=0)
+        written = tf.concat([(old_pos >= 0) & (old_pos < start), tf.ones([length], tf.bool)], 0)
+        mask = written[None, :] & self._visible(q_pos[:, None], k_pos[None, :])
+        out = attend(q, keys, values, mask, zero_empty=self.attn_kind == PREV_BLOCK,
+                     **run_kwargs)
+        return out, self._write(cache, key, value, start, length)
+
+    # -- public ------------------------------------------------------------------------------
+
+    def init_cache(self, batch_size: int, dtype=None, encoder_kv=None) -> dict:
+        """Empty cache {"key", "value"}: [batch_size, cache_len, n_state] each. Cross-attention
+        needs encoder_kv [batch, encoder_dims, width] and caches its projected keys/values."""
+        dtype = dtype or self.compute_dtype
+        if not self.built:
+            self.build((None, None, self.width))
+        if self.attn_kind == CROSS:
+            if encoder_kv is not None:
+                encoder_kv = tf.cast(encoder_kv, self.compute_dtype)
+            key, value = self._encoder_kv(encoder_kv)
+            return {"key": tf.cast(key, dtype), "value": tf.cast(value, dtype)}
+        zeros = tf.zeros([batch_size, self.cache_len, self.n_state], dtype)
+        return {"key": zeros, "value": zeros}
+
+    def call(self, x, encoder_kv=None, cache=None, position=None, training=None):
+        """x [batch, time, width] -> y [batch, time, width].
+
+        With `cache` (from init_cache or a previous call), x holds the tokens at positions
+        [position, position + time) (position: int scalar tensor) and (y, new_cache) is
+        returned; cross-attention then reads the cache, not encoder_kv.
+        """
+        h = self.c_attn(x)
+        if self.attn_kind == CROSS:
+            query, key, value = h, None, None
+        else:
+            query, key, value = tf.split(h, 3, axis=-1)
+        q = self._split_heads(query) * (1.0 / math.sqrt(self.head_dim))
+        new_cache = None
+        if cache is None:
+            if self.attn_kind == CROSS:
+                key, value = self._encoder_kv(encoder_kv)
+            out = self._attend_full(q, self._split_heads(key), self._split_heads(value),
+                                    training)
+        else:
+            out, new_cache = self._attend_cached(q, key, value, cache, position, training)
+        y = self.c_proj(tf.reshape(out, dims(out)[:2] + [self.n_state]))
+        if self.resid_drop is not None:
+            y = self.resid_drop(y, training=training)
+        return y if cache is None else (y, new_cache)
+
+    def get_config(self):
+        return super().get_config() | {
+            "width": self.width, "n_state": self.n_state, "heads": self.heads,
+            "n_ctx": self.n_ctx, "attn_kind": self.attn_kind, "blocks": self.blocks,
+            "encoder_dims": self.encoder_dims, "prime_len": self.prime_len,
+            "init_scale": self.init_scale, "zero_out": self.zero_out,
+            "attn_dropout": self.attn_dropout, "resid_dropout": self.resid_dropout}
