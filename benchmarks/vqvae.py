@@ -58,8 +58,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sample-length", type=int, default=32768)
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="mixed_float16 training policy (the loop's option)")
+    parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                        help="the training loop's mixed-precision option")
     args = parser.parse_args()
 
     import numpy as np

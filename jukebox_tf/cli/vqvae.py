@@ -24,7 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--media-every", type=int, default=200)
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                   help="compute in float16 (loss-scaled; GPUs) or bfloat16 (CPUs with "
+                        "AVX512-BF16/AMX, TPUs); weights stay float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=train)

@@ -29,7 +29,7 @@ class TrainConfig:
     adam_beta_2: float = 0.999
     weight_decay: float = 0.0
     ema_decay: float | None = 0.999
-    mixed_precision: bool = False
+    mixed_precision: str | bool | None = None  # None, "float16" (loss-scaled) or "bfloat16"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -58,11 +58,27 @@ class TrainConfig:
         _require(self, "ema_decay", self.ema_decay is None
                  or (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1),
                  "must be None (off) or in [0, 1)")
-        _require(self, "mixed_precision", isinstance(self.mixed_precision, bool),
-                 "must be true or false")
+        _require(self, "mixed_precision", self.mixed_precision in _PRECISIONS,
+                 "must be None, 'float16' or 'bfloat16'")
+        # Canonical spelling, so task.json and resume checks compare like with like.
+        object.__setattr__(self, "mixed_precision", _PRECISIONS[self.mixed_precision])
+
+    @property
+    def dtype_policy(self) -> str | None:
+        """The Keras global dtype policy the loop sets while building the model."""
+        return f"mixed_{self.mixed_precision}" if self.mixed_precision else None
+
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 needs dynamic loss scaling; bfloat16 has float32's exponent range."""
+        return self.mixed_precision == "float16"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_PRECISIONS = {None: None, False: None, True: "float16", "float16": "float16",
+               "mixed_float16": "float16", "bfloat16": "bfloat16", "mixed_bfloat16": "bfloat16"}
 
 
 def _is_int(value) -> bool:

@@ -50,7 +50,7 @@ def train(task, config: TrainConfig, run_dir: str, *,
                            f"divisible by the {replicas} replicas of the distribution strategy")
     if chief:
         _write_run_files(task, config, run_dir)
-    with _global_dtype_policy("mixed_float16" if config.mixed_precision else None):
+    with _global_dtype_policy(config.dtype_policy):
         state = _TrainState.build(task, config, strategy)
         if latest:
             checkpoints.restore(state.checkpoint, latest)

@@ -66,14 +66,14 @@ class AdamW(_GradientsAlreadySummed, _FusedAdamUpdate, keras.optimizers.AdamW):
 
 def build_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam (AdamW when weight_decay > 0) on the WarmupDecay schedule; wrapped in a
-    LossScaleOptimizer for mixed precision. Create it inside `strategy.scope()`."""
+    LossScaleOptimizer for float16 mixed precision. Create it inside `strategy.scope()`."""
     schedule = WarmupDecay(config.learning_rate, config.warmup_steps, config.steps, config.decay)
     kwargs = dict(learning_rate=schedule, beta_1=config.adam_beta_1, beta_2=config.adam_beta_2)
     if config.weight_decay > 0:
         optimizer = AdamW(weight_decay=config.weight_decay, **kwargs)
     else:
         optimizer = Adam(**kwargs)
-    if config.mixed_precision:
+    if config.loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
