@@ -2,9 +2,13 @@
 
 Same weights and 'same' padding as keras.layers.Conv1D / Conv1DTranspose (kernel
 [k, in, out], resp. [k, out, in], plus bias), but 14 graph ops per call instead of Keras 3's
-73 (its padding arithmetic), which made tracing the VQ-VAE's train step take minutes. (A
-hand-written dilated-conv gradient and 1x1 convs as matmuls were measured too: no faster.)
+73 (its padding arithmetic), which made tracing the VQ-VAE's train step take minutes.
 Shapes: [batch, time, channels].
+
+Dilated convs get their filter gradient from `_dilated_filter_grad`: oneDNN's backward-weights
+kernel for dilated 1-D convs with 32 channels took 60% of the VQ-VAE's train step, about 2.5x
+the time of the same conv undilated (benchmarks/vqvae.py). (1x1 convs as matmuls were
+measured too: no faster.)
 """
 
 from __future__ import annotations
@@ -47,9 +51,46 @@ class Conv1D(_Conv):
         return (input_shape[0], steps, self.filters)
 
     def call(self, x):
-        y = tf.nn.conv1d(x, tf.cast(self.kernel, x.dtype), self.strides, "SAME",
-                         dilations=self.dilation_rate)
+        kernel = tf.cast(self.kernel, x.dtype)
+        if self.dilation_rate > 1 and self.strides == 1 and self.kernel_size % 2:
+            y = _dilated_conv1d(x, kernel, self.dilation_rate)
+        else:
+            y = tf.nn.conv1d(x, kernel, self.strides, "SAME", dilations=self.dilation_rate)
         return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
+
+
+def _fold(x, dilation: int):
+    """[B, T, C] -> [B, ceil(T / d), d, C], zero-padded: row h holds samples h*d .. h*d + d-1,
+    so a dilated conv along T is an undilated conv along the rows."""
+    shape = tf.shape(x)
+    pad = -shape[1] % dilation
+    x = tf.pad(x, [[0, 0], [0, pad], [0, 0]])
+    return tf.reshape(x, [shape[0], -1, dilation, x.shape[-1]])
+
+
+def _dilated_filter_grad(x, grad, kernel_shape, dilation: int):
+    """d(loss)/d(kernel) of a 'same' stride-1 dilated conv, as the undilated conv of the folded
+    input: kernel [k, I, O]."""
+    k, n_in, n_out = kernel_shape
+    folded = tf.raw_ops.Conv2DBackpropFilter(
+        input=_fold(x, dilation), filter_sizes=[k, 1, n_in, n_out],
+        out_backprop=_fold(grad, dilation), strides=[1, 1, 1, 1], padding="SAME")
+    return tf.reshape(folded, kernel_shape)
+
+
+def _dilated_conv1d(x, kernel, dilation: int):
+    """tf.nn.conv1d(x, kernel, 1, 'SAME', dilations=dilation) with a faster filter gradient."""
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(g):
+            grad_x = tf.nn.conv1d_transpose(g, kernel, tf.shape(x), 1, "SAME",
+                                            dilations=dilation)
+            return grad_x, _dilated_filter_grad(x, g, kernel.shape, dilation)
+
+        return tf.nn.conv1d(x, kernel, 1, "SAME", dilations=dilation), grad
+
+    return conv(x, kernel)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
