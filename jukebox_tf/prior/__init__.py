@@ -1,4 +1,4 @@
 """The priors: factorized-attention transformers over VQ-VAE codes."""
 
-from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_transformer_params,  # noqa: F401
-                                     get_preset)
+from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_prior_params,  # noqa: F401
+                                     count_transformer_params, get_preset, with_lyrics)

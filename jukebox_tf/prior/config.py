@@ -3,6 +3,11 @@
 Field names follow the original's hparams where they carry over (n_ctx, l_bins, blocks,
 attn_order, init_scale, zero_out, res_scale, encoder_dims, prime_len); `width`/`depth` are its
 prior_width/prior_depth and `attn_mult`/`mlp_mult` its m_attn/m_mlp.
+
+The second group of fields describes the prior around its transformer (prior.py): which level
+it models, its label (artist, genre, timing) conditioning, the lyric encoder of a top prior
+(the original's prime_* hparams) and the conditioner of an upsampler on the level above (its
+cond_* hparams). `count_prior_params` counts a whole prior without building it.
 """
 
 from __future__ import annotations
@@ -98,9 +103,50 @@ class PriorConfig:
     encoder_dims: int = 0  # length of the encoder output cross-attention (kind 6) reads
     prime_len: int | None = None  # lyric prefix length that prime attention (kind 7) reads
 
+    # -- the prior around the transformer --------------------------------------------------
+    level: int = 2  # VQ-VAE level of the codes it models
+    levels: int = 3  # VQ-VAE levels: level < levels - 1 is an upsampler (conditioned on level + 1)
+    # The original's 5B top priors: an output layer of its own instead of the tied token
+    # embedding, and the per-position conditioning added only before the transformer.
+    merged_decoder: bool = False
+    # Labels (LabelConditioner): artist + genre words form the start token; timing embeddings
+    # are added at every position of a top prior. Without labels the start token is learned.
+    labels: bool = False
+    artist_bins: int = 1  # artist ids, 0 = unknown
+    genre_bins: int = 1  # genre word ids, 0 = unknown
+    max_genre_words: int = 4  # genre slots of the label tensor (the original: 5)
+    timing: bool = True  # timing embeddings (top prior with labels only)
+    t_bins: int = 128
+    sample_rate: int = 44100  # audio the codes came from: timing ranges are in its samples
+    min_duration: float = 0.0  # seconds: the range the total-length embedding is binned over
+    max_duration: float = 600.0  # seconds: also the absolute-position range
+    # Lyrics (top prior): an encoder transformer over a window of `n_lyric_tokens` characters;
+    # the decoder's cross-attention layers (kind 6) read its output (encoder_dims of them).
+    lyrics: bool = False
+    n_lyric_tokens: int = 0
+    n_vocab: int = 80  # character vocabulary with padding (lyrics.VOCAB_SIZE)
+    lyric_width: int = 32
+    lyric_depth: int = 2
+    lyric_heads: int = 1
+    lyric_blocks: int | None = None
+    lyric_attn_order: AttnOrder = 0
+    lyric_init_scale: float = 1.0
+    lyric_loss_fraction: float = 0.4  # the original's prime_loss_fraction
+    # Upsamplers (UpsamplerConditioner): codes of level + 1, embedded and upsampled by
+    # cond_stride_t ** cond_down_t (the hop ratio between the levels) with a dilated stack.
+    cond_width: int = 32
+    cond_depth: int = 2
+    cond_m_conv: float = 1.0
+    cond_dilation_growth_rate: int = 3
+    cond_dilation_cycle: int | None = 8
+    cond_res_scale: bool = False  # the original: True for level 1, False for level 0
+    cond_down_t: int = 2
+    cond_stride_t: int = 2
+
     def __post_init__(self):
-        if isinstance(self.attn_order, list):
-            object.__setattr__(self, "attn_order", tuple(self.attn_order))
+        for name in ("attn_order", "lyric_attn_order"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("n_ctx", "l_bins", "width", "depth", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -133,6 +179,34 @@ class PriorConfig:
         for name in ("attn_dropout", "resid_dropout", "emb_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        self._check_conditioning(kinds)
+
+    def _check_conditioning(self, kinds: set):
+        if not 0 <= self.level < self.levels:
+            raise ValueError(f"level {self.level} is not one of the {self.levels} levels")
+        for name in ("artist_bins", "genre_bins", "max_genre_words", "t_bins", "sample_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.min_duration < self.max_duration:
+            raise ValueError(f"need 0 <= min_duration < max_duration, got "
+                             f"{self.min_duration}, {self.max_duration}")
+        if self.lyrics:
+            if self.is_upsampler:
+                raise ValueError("lyrics condition the top-level prior only (level = levels - 1)")
+            if self.n_lyric_tokens < 1 or self.n_vocab < 2:
+                raise ValueError("lyrics need n_lyric_tokens >= 1 and n_vocab >= 2")
+            if CROSS not in kinds or self.encoder_dims != self.n_lyric_tokens:
+                raise ValueError(f"lyrics need cross-attention layers (kind 6 in attn_order "
+                                 f"{self.attn_order}) with encoder_dims = n_lyric_tokens = "
+                                 f"{self.n_lyric_tokens}; see with_lyrics()")
+            self.lyric_encoder_config  # validates the encoder's own transformer fields
+        if self.is_upsampler:
+            for name in ("cond_width", "cond_depth", "cond_down_t", "cond_stride_t"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            if self.n_ctx % self.hop_ratio:
+                raise ValueError(f"n_ctx={self.n_ctx} is not divisible by the hop ratio "
+                                 f"{self.hop_ratio} to the level above")
 
     @property
     def block_ctx(self) -> int | None:
@@ -152,10 +226,46 @@ class PriorConfig:
     def attn_kinds(self) -> tuple[int, ...]:
         return attn_kinds(self.attn_order, self.depth)
 
+    @property
+    def is_upsampler(self) -> bool:
+        """Whether the prior is conditioned on the codes of the level above."""
+        return self.level < self.levels - 1
+
+    @property
+    def hop_ratio(self) -> int:
+        """Tokens of this level per token of the level above."""
+        return self.cond_stride_t ** self.cond_down_t
+
+    @property
+    def has_timing(self) -> bool:
+        """Timing embeddings: top priors with labels (the original's include_time_signal)."""
+        return self.labels and self.timing and not self.is_upsampler
+
+    @property
+    def label_width(self) -> int:
+        """Columns of the label tensor (labels.py): 4 + max_genre_words."""
+        return 4 + self.max_genre_words
+
+    @property
+    def t_ranges(self) -> tuple:
+        """(total length, absolute position, relative position) ranges, in samples."""
+        return ((self.min_duration * self.sample_rate, self.max_duration * self.sample_rate),
+                (0.0, self.max_duration * self.sample_rate), (0.0, 1.0))
+
+    @property
+    def lyric_encoder_config(self) -> "PriorConfig":
+        """The lyric encoder's transformer (the original's prime_* hparams)."""
+        return PriorConfig(n_ctx=self.n_lyric_tokens, l_bins=self.n_vocab,
+                           width=self.lyric_width, depth=self.lyric_depth,
+                           heads=self.lyric_heads, blocks=self.lyric_blocks,
+                           attn_order=self.lyric_attn_order, init_scale=self.lyric_init_scale,
+                           afn=self.afn, recompute=self.recompute)
+
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
-        if not isinstance(self.attn_order, int):
-            values["attn_order"] = list(self.attn_order)
+        for name in ("attn_order", "lyric_attn_order"):
+            if not isinstance(getattr(self, name), int):
+                values[name] = list(getattr(self, name))
         return values
 
     @classmethod
@@ -167,26 +277,97 @@ class PriorConfig:
         return cls(**values)
 
 
+def count_prior_params(config: "PriorConfig") -> int:
+    """Parameters of `build_prior(config)` (prior.py), computed without building it."""
+    from jukebox_tf.prior.labels import count_label_conditioner_params
+    from jukebox_tf.prior.upsampler_conditioner import count_upsampler_conditioner_params
+
+    width = config.width
+    outputs = 2 if config.merged_decoder else 1  # untied output layer or tied to x_emb
+    total = (count_transformer_params(config) + outputs * config.l_bins * width
+             + config.n_ctx * width)
+    if config.labels:
+        total += count_label_conditioner_params(config.artist_bins, config.genre_bins, width,
+                                                config.has_timing, config.t_bins)
+    else:
+        total += width  # the learned start token
+    if config.is_upsampler:
+        total += count_upsampler_conditioner_params(
+            config.l_bins, width, config.cond_down_t, config.cond_stride_t, config.cond_width,
+            config.cond_depth, config.cond_m_conv)
+    if config.lyrics:
+        enc = config.lyric_encoder_config
+        lyric_width = enc.width
+        total += (count_transformer_params(enc)
+                  + (enc.l_bins + 1 + enc.n_ctx) * lyric_width  # tokens, start, positions
+                  + (lyric_width + 1) * width + 2 * width  # projection to width, LayerNorm
+                  + width * enc.l_bins)  # next-character prediction head
+    return total
+
+
+def _lyric_order(depth: int) -> AttnOrder:
+    """A lyric model's layer kinds: the original's order 8 (every 10th layer cross-attends)
+    when deep enough, else row/column/previous-block layers closed by one cross-attention."""
+    if depth >= 10:
+        return 8
+    if depth < 2:
+        raise ValueError("a lyrics prior needs depth >= 2 (self-attention and cross-attention)")
+    return tuple([ROW, COLUMN, PREV_BLOCK][d % 3] for d in range(depth - 1)) + (CROSS,)
+
+
+def with_lyrics(config: PriorConfig, n_tokens: int | None = None, **overrides) -> PriorConfig:
+    """`config` with the lyric encoder switched on: `n_tokens` (default config.n_lyric_tokens)
+    characters, cross-attention layers added to attn_order when it has none."""
+    n_tokens = n_tokens or config.n_lyric_tokens
+    order = config.attn_order if CROSS in config.attn_kinds else _lyric_order(config.depth)
+    return dataclasses.replace(config, lyrics=True, n_lyric_tokens=n_tokens,
+                               encoder_dims=n_tokens, attn_order=order, **overrides)
+
+
+_TINY = PriorConfig(n_lyric_tokens=32, lyric_blocks=4, lyric_attn_order=2, lyric_heads=2)
+_SMALL = PriorConfig(n_ctx=2048, l_bins=512, width=256, depth=4, heads=2, blocks=32,
+                     init_scale=0.7, n_lyric_tokens=256, lyric_width=128, lyric_depth=2,
+                     lyric_heads=2, lyric_blocks=16, lyric_attn_order=2, lyric_init_scale=0.7)
+# The released models' labels (hparams `labels` / `labels_v3`), in samples at 44.1 kHz.
+_PAPER_LABELS = dict(labels=True, artist_bins=4111, genre_bins=120, max_genre_words=5,
+                     t_bins=128, sample_rate=44100, max_duration=600.0)
+_PAPER_UPSAMPLER = PriorConfig(n_ctx=8192, l_bins=2048, width=1920, depth=72, heads=1,
+                               blocks=128, init_scale=0.4, recompute=True, level=0,
+                               cond_width=1024, cond_depth=16, cond_dilation_growth_rate=3,
+                               cond_dilation_cycle=8, **_PAPER_LABELS)
+
 PRESETS = {
-    # Fractions of a second per step on a CPU: for tests.
-    "tiny": PriorConfig(),
-    # The REFERENCE's small top prior: 794,368 transformer parameters.
-    "small": PriorConfig(n_ctx=2048, l_bins=512, width=256, depth=4, heads=2, blocks=32,
-                         init_scale=0.7),
+    # Fractions of a second per step on a CPU: for tests. Top-level priors without labels or
+    # lyrics; the training task turns labels on from the codes dataset (prior/task.py).
+    "tiny": _TINY,
+    # The REFERENCE's small top prior: 794,368 transformer parameters, 1,449,984 in all.
+    "small": _SMALL,
+    # Level-1 upsamplers of the same sizes (level 0 is the same model with level=0).
+    "tiny_upsampler": dataclasses.replace(_TINY, level=1),
+    "small_upsampler": dataclasses.replace(_SMALL, level=1, cond_width=128, cond_depth=4),
     # The released models (openai/jukebox hparams.py: prior_5b, prior_5b_lyrics,
     # prior_1b_lyrics, upsampler_level_0/1).
     "paper_top": PriorConfig(n_ctx=8192, l_bins=2048, width=4800, depth=72, heads=8, blocks=128,
-                             init_scale=0.1, recompute=True),
-    "paper_top_lyrics": PriorConfig(n_ctx=8192, l_bins=2048, width=4800, depth=79, heads=8,
-                                    blocks=128, attn_order=10, init_scale=0.1, recompute=True,
-                                    encoder_dims=512),
+                             init_scale=0.1, recompute=True, merged_decoder=True,
+                             min_duration=60.0, **_PAPER_LABELS),
+    "paper_top_lyrics": PriorConfig(
+        n_ctx=8192, l_bins=2048, width=4800, depth=79, heads=8, blocks=128, attn_order=10,
+        init_scale=0.1, recompute=True, encoder_dims=512, merged_decoder=True,
+        min_duration=23.8, **_PAPER_LABELS, lyrics=True, n_lyric_tokens=512, n_vocab=80,
+        lyric_width=1280, lyric_depth=18, lyric_heads=4, lyric_blocks=32, lyric_attn_order=2,
+        lyric_init_scale=0.7, lyric_loss_fraction=0.4),
     # Single encoder-decoder: the sequence is 384 lyric tokens then 6144 music tokens, and the
-    # vocabulary is 79 characters plus 2048 codes.
+    # vocabulary is 79 characters plus 2048 codes. prior.py does not implement that data path
+    # (lyrics as a token prefix); the preset describes the transformer and counts its size.
     "paper_1b_lyrics": PriorConfig(n_ctx=384 + 6144, l_bins=79 + 2048, width=2048, depth=72,
                                    heads=2, blocks=64, attn_order=12, init_scale=0.2,
-                                   recompute=True, prime_len=384),
-    "paper_upsampler": PriorConfig(n_ctx=8192, l_bins=2048, width=1920, depth=72, heads=1,
-                                   blocks=128, init_scale=0.4, recompute=True),
+                                   recompute=True, prime_len=384, labels=True,
+                                   artist_bins=7898, genre_bins=604, max_genre_words=1,
+                                   t_bins=64, sample_rate=44100, min_duration=17.84,
+                                   max_duration=600.0, n_vocab=79),
+    "paper_upsampler": _PAPER_UPSAMPLER,
+    "paper_upsampler_level_1": dataclasses.replace(_PAPER_UPSAMPLER, level=1,
+                                                   cond_res_scale=True),
 }
 
 

@@ -78,6 +78,28 @@ def attend(q, k, v, mask=None, zero_empty: bool = False, dropout=None, training=
     return tf.einsum("...hqk,...khd->...qhd", weights, v)
 
 
+def attend_one(q, k, v, valid=None):
+    """Softmax attention of one query per row, without transposes (elementwise products and
+    reductions, which XLA fuses): q [batch, heads, head_dim] (already scaled), k, v
+    [batch, keys, heads, head_dim], valid bool [keys] or None -> [batch, heads, head_dim].
+    Computed in float32 like `attend`."""
+    dtype = v.dtype
+    q, k, v = (tf.cast(t, tf.float32) for t in (q, k, v))
+    logits = tf.reduce_sum(k * q[:, None], axis=-1)  # [batch, keys, heads]
+    if valid is not None:
+        logits = tf.where(valid[None, :, None], logits, _MASKED_LOGIT)
+    weights = tf.exp(logits - tf.reduce_max(logits, axis=1, keepdims=True))
+    weights /= tf.reduce_sum(weights, axis=1, keepdims=True)
+    return tf.cast(tf.reduce_sum(weights[..., None] * v, axis=1), dtype)
+
+
+def write_slot(cache, new, slot):
+    """cache [batch, n, n_state] with new [batch, 1, n_state] written at slot (int scalar)."""
+    batch = tf.shape(cache)[0]
+    index = tf.stack([tf.range(batch), tf.fill([batch], slot)], axis=1)
+    return tf.tensor_scatter_nd_update(cache, index, new[:, 0])
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class FactorizedAttention(keras.layers.Layer):
     """One attention layer of kind `attn_kind`: [batch, time, width] -> [batch, time, width].
@@ -219,38 +241,31 @@ class FactorizedAttention(keras.layers.Layer):
             return causal & (k_pos < self.prime_attn_len)
         return causal
 
+    def _slot(self, position):
+        """The cache slot that holds absolute `position` (int scalar tensor)."""
+        if self.attn_kind in _RING_KINDS:
+            return position % self.cache_len
+        if self.attn_kind == COLUMN:  # column-major: each column's keys are contiguous
+            return position % self.block_ctx * self.blocks + position // self.block_ctx
+        return position
+
     def _slot_positions(self, end):
         """int32 [cache_len]: the position each slot holds once positions < end are written
         (only those in [0, end) are real)."""
         slots = tf.range(self.cache_len)
         if self.attn_kind in _RING_KINDS:
             return end - 1 - tf.math.floormod(end - 1 - slots, self.cache_len)
+        if self.attn_kind == COLUMN:
+            return slots % self.blocks * self.block_ctx + slots // self.blocks
         return slots
-
-    def _cache_view(self, cache, start, length):
-        """Cached keys, values [batch, n, n_state] and their positions [n] for queries from
-        `start`."""
-        if self.attn_kind == COLUMN and length == 1:
-            # One step reads only its column, one key per block: O(blocks), not O(n_ctx).
-            column = start % self.block_ctx
-
-            def gather(t):
-                batch = dims(t)[0]
-                blocked = tf.reshape(t, [batch, self.blocks, self.block_ctx, self.n_state])
-                return tf.gather(blocked, column, axis=2)
-
-            positions = tf.range(self.blocks) * self.block_ctx + column
-            return gather(cache["key"]), gather(cache["value"]), positions
-        return cache["key"], cache["value"], self._slot_positions(start)
 
     def _write(self, cache, key, value, start, length):
         """The cache with the chunk's keys and values [batch, length, n_state] written."""
         if length == 1 and self.attn_kind != PRIME:
-            batch = tf.shape(key)[0]
-            index = tf.stack([tf.range(batch), tf.fill([batch], start % self.cache_len)], 1)
+            slot = self._slot(start)
 
             def update(old, new):
-                return tf.tensor_scatter_nd_update(old, index, new[:, 0])
+                return write_slot(old, new, slot)
         else:
             # Each slot takes the chunk's latest position that maps to it, if any (a chunk
             # longer than a ring buffer overwrites slots; prime attention keeps only the prefix).
@@ -275,8 +290,10 @@ class FactorizedAttention(keras.layers.Layer):
         if length is None:
             raise ValueError("a cached call needs a static chunk length")
         start = tf.cast(position, tf.int32)
+        if length == 1 and self.attn_kind != PRIME and not (training and self.attn_drop):
+            return self._attend_step(q, key, value, cache, start)
         q_pos = start + tf.range(length)
-        old_key, old_value, old_pos = self._cache_view(cache, start, length)
+        old_key, old_value, old_pos = cache["key"], cache["value"], self._slot_positions(start)
         keys = self._split_heads(tf.concat([old_key, key], axis=1))
         values = self._split_heads(tf.concat([old_value, value], axis=1))
         k_pos = tf.concat([old_pos, q_pos], axis=0)
@@ -285,6 +302,34 @@ class FactorizedAttention(keras.layers.Layer):
         out = attend(q, keys, values, mask, zero_empty=self.attn_kind == PREV_BLOCK,
                      **run_kwargs)
         return out, self._write(cache, key, value, start, length)
+
+    def _attend_step(self, q, key, value, cache, start):
+        """The one-token fast path: write the token's key and value into its slot, then read
+        only the slots it can see as one static-shape window (no concatenation, no mask over
+        the whole cache): row bc keys, previous block the other half of its ring, column the
+        `blocks` contiguous keys of its column, dense the cache. q [batch, 1, heads, head_dim]
+        at position `start` -> (output like q, new cache)."""
+        new_cache = self._write(cache, key, value, start, 1)
+        kind, bc = self.attn_kind, self.block_ctx
+        keys, values = new_cache["key"], new_cache["value"]
+        valid = None
+        if kind == ROW:  # ring of one block: slots <= start % bc hold this block's positions
+            valid = tf.range(bc) <= start % bc
+        elif kind == PREV_BLOCK:  # ring of two blocks: read the half holding block b - 1
+            begin = tf.stack([0, (start // bc + 1) % 2 * bc, 0])
+            size = [-1, bc, self.n_state]
+            keys, values = tf.slice(keys, begin, size), tf.slice(values, begin, size)
+        elif kind == COLUMN:  # column-major cache: this column's keys, one per block
+            begin = tf.stack([0, start % bc * self.blocks, 0])
+            size = [-1, self.blocks, self.n_state]
+            keys, values = tf.slice(keys, begin, size), tf.slice(values, begin, size)
+            valid = tf.range(self.blocks) <= start // bc
+        else:  # DENSE
+            valid = tf.range(self.cache_len) <= start
+        out = attend_one(q[:, 0], self._split_heads(keys), self._split_heads(values), valid)
+        if kind == PREV_BLOCK:  # block 0 reads a zero block: zero output
+            out *= tf.cast(start >= bc, out.dtype)
+        return out[:, None], new_cache
 
     # -- public ------------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""`jukebox-tf train-prior`: the top-level prior and the upsamplers, on pre-encoded codes."""
+
+from __future__ import annotations
+
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-prior", help="train a prior (top level) or an upsampler on encoded codes",
+        description="Train the prior of one VQ-VAE level on the codes of `jukebox-tf encode`: "
+        "the top level is a TopLevelPrior (labels, timing, optional lyrics), lower levels are "
+        "upsamplers conditioned on the level above. Same loop, checkpoints, EMA and "
+        "TensorBoard logs as train-vqvae (TF_CONFIG selects multi-worker).")
+    p.add_argument("--level", type=int, required=True, choices=(2, 1, 0),
+                   help="VQ-VAE level to model (the top level: the prior; below: upsamplers)")
+    p.add_argument("--codes", required=True, help="codes folder from `jukebox-tf encode`")
+    p.add_argument("--preset", default="small", choices=("tiny", "small"),
+                   help="transformer size (upsamplers use the preset's _upsampler variant)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint (with the run's saved config)")
+    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--lyrics", action="store_true",
+                   help="top level: condition on lyrics (lyric encoder + cross-attention)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="no artist/genre/timing conditioning (a learned start token instead)")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--media-every", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                   help="compute in float16 (loss-scaled; GPUs) or bfloat16 (CPUs with "
+                        "AVX512-BF16/AMX, TPUs); weights stay float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train)
+
+
+def _task(args):
+    from jukebox_tf.errors import JukeboxError
+    from jukebox_tf.prior import get_preset
+    from jukebox_tf.prior.config import PriorConfig
+    from jukebox_tf.prior.task import PriorTask, prior_run_info
+    from jukebox_tf.vqvae.codes import load_codes_manifest
+
+    saved = None
+    if args.resume and os.path.isfile(os.path.join(args.out, "task.json")):
+        saved = PriorConfig.from_dict(prior_run_info(args.out)["prior"])
+        if saved.level != args.level:
+            raise JukeboxError(f"{args.out} trains level {saved.level}, not {args.level}")
+        # The run's own config: the model must match its checkpoints whatever the flags say.
+        return PriorTask(saved, args.codes, args.batch_size)
+    levels = load_codes_manifest(args.codes)["levels"]
+    if args.level >= levels:
+        raise JukeboxError(f"{args.codes}: the codes have {levels} levels, no level {args.level}")
+    if args.lyrics and args.level != levels - 1:
+        raise JukeboxError("--lyrics conditions the top-level prior only")
+    preset = args.preset if args.level == levels - 1 else f"{args.preset}_upsampler"
+    return PriorTask.from_codes(get_preset(preset), args.codes, args.level, args.batch_size,
+                                labels=not args.no_labels, lyrics=args.lyrics)
+
+
+def train(args) -> int:
+    from jukebox_tf.training import TrainConfig, train as train_loop
+
+    task = _task(args)
+    train_config = TrainConfig(
+        steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
+        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
+        ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        media_every=args.media_every, seed=args.seed)
+    metrics = train_loop(task, train_config, args.out, resume=args.resume,
+                         progress=not args.quiet)
+    kind = "prior" if not task.config.is_upsampler else "upsampler"
+    keys = ("step", "loss", "bits_per_token", "accuracy", "lyric_bits_per_token")
+    print(f"trained the {kind} (level {task.config.level}): "
+          + ", ".join(f"{k.replace('_', ' ').replace(' per ', '/')} {metrics[k]:.4g}"
+                      for k in keys if k in metrics))
+    logs = os.path.join(args.out, "tensorboard")
+    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {logs})")
+    return 0

@@ -1,0 +1,398 @@
+"""The priors: a top-level prior and the upsamplers, autoregressive over one level's codes.
+
+    prior = build_prior(config)                 # TopLevelPrior or Upsampler, by config.level
+    out = prior({"codes": codes, "labels": y, "lyrics": chars, "mask": m}, training=True)
+    out["logits"]   # float32 [B, n_ctx, l_bins]: position p predicts codes[:, p]
+    out["loss"]     # scalar: bits per token (+ the weighted lyric loss)
+    out["metrics"]  # {"bits_per_token", "accuracy", "lyric_bits_per_token"?}
+
+Sampling (jukebox_tf/sampling) drives the same weights one chunk of positions at a time:
+
+    cond = prior.conditioning({"labels": y, "lyrics": chars})   # or {"labels", "upper_codes"}
+    cache = prior.init_cache(batch_size, cond)
+    logits, cache = prior.step(prev_tokens, position, cache, cond)
+
+Inputs (int32 unless noted), as the original's SimplePrior:
+- "codes" [B, n_ctx]: the codes of config.level.
+- "labels" [B, 4 + max_genre_words] (labels.py) when config.labels: artist and genre words
+  form the start token; a top prior also adds timing embeddings at every position.
+- "lyrics" [B, n_lyric_tokens] when config.lyrics: the character window (lyrics.lyric_window)
+  that the lyric encoder reads; the decoder's cross-attention layers attend to its output.
+- "upper_codes" [B, n_ctx // hop_ratio] for upsamplers: the codes of level + 1 over the same
+  audio, embedded and upsampled to this level's rate, added at every position.
+- "mask" float [B, n_ctx], optional: 1 where codes are real, 0 for padding (excluded from the
+  loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from jukebox_tf.prior.config import CROSS, PRIME, PriorConfig
+from jukebox_tf.prior.factorized_attention import build_once, linear
+from jukebox_tf.prior.labels import LabelConditioner
+from jukebox_tf.prior.transformer import Transformer
+from jukebox_tf.prior.upsampler_conditioner import UpsamplerConditioner
+from jukebox_tf.vqvae.conv import PACKAGE
+
+_LN2 = math.log(2.0)
+
+
+def _normal(stddev: float):
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+def _static_length(x) -> int | tf.Tensor:
+    return x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+
+
+def shift_right(tokens) -> tf.Tensor:
+    """[B, T] -> [B, T]: position p holds tokens[:, p - 1]; position 0 a placeholder 0 (the
+    start embedding replaces it)."""
+    return tf.pad(tokens[:, :-1], [[0, 0], [1, 0]])
+
+
+def bits(labels, logits) -> tf.Tensor:
+    """Cross-entropy in bits per position: labels int [...], logits float32 [..., bins]."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits) / _LN2
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class TokenEmbedding(keras.layers.Layer):
+    """The input of an autoregressive transformer (the original's ConditionalAutoregressive2D):
+    position p holds the embedding of the token at p - 1 (position 0: a start embedding) plus a
+    learned embedding of p. Its token table doubles as the tied output layer (`logits`).
+
+    call(prev_tokens int [B, L], position=0, start=None) -> [B, L, width], for positions
+    [position, position + L); start [B or 1, 1, width] (None: the learned start token).
+    """
+
+    def __init__(self, bins: int, n_ctx: int, width: int, init_scale: float = 1.0,
+                 start_token: bool = True, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.bins, self.n_ctx, self.width = bins, n_ctx, width
+        self.init_scale, self.use_start_token, self.dropout = init_scale, start_token, dropout
+        # As the original: one dropout on the token embeddings, one on the positions.
+        self.token_drop = keras.layers.Dropout(dropout) if dropout > 0 else None
+        self.pos_drop = keras.layers.Dropout(dropout) if dropout > 0 else None
+
+    def build(self, input_shape=None):
+        scale = self.init_scale
+        self.token_emb = self.add_weight(name="token_emb", shape=(self.bins, self.width),
+                                         initializer=_normal(0.02 * scale))
+        self.pos_emb = self.add_weight(name="pos_emb", shape=(self.n_ctx, self.width),
+                                       initializer=_normal(0.01 * scale))
+        self.start_token = (self.add_weight(name="start_token", shape=(1, self.width),
+                                            initializer=_normal(0.01 * scale))
+                            if self.use_start_token else None)
+        super().build(input_shape)
+
+    def start(self) -> tf.Tensor:
+        """The learned start embedding, [1, 1, width]."""
+        if self.start_token is None:
+            raise ValueError("this embedding has no learned start token: pass `start`")
+        return tf.cast(self.start_token, self.compute_dtype)[None]
+
+    def call(self, prev_tokens, position=0, start=None, training=None):
+        dtype = self.compute_dtype
+        length = _static_length(prev_tokens)
+        # Clipped: the slot of position 0 may hold anything (the start embedding replaces it).
+        ids = tf.clip_by_value(tf.cast(prev_tokens, tf.int32), 0, self.bins - 1)
+        x = tf.gather(tf.cast(self.token_emb, dtype), ids)
+        start = self.start() if start is None else tf.cast(start, dtype)
+        first = tf.equal(position + tf.range(length), 0)[None, :, None]
+        x = tf.where(first, start, x)
+        pos = tf.slice(tf.cast(self.pos_emb, dtype), tf.stack([position, 0]),
+                       tf.stack([length, self.width]))
+        if self.token_drop is not None:
+            x = self.token_drop(x, training=training)
+            pos = self.pos_drop(pos, training=training)
+        return x + pos
+
+    def logits(self, h) -> tf.Tensor:
+        """The tied output layer: h [B, L, width] -> [B, L, bins] (h's dtype)."""
+        return tf.matmul(h, tf.cast(self.token_emb, h.dtype), transpose_b=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.width)
+
+    def get_config(self):
+        return super().get_config() | {
+            "bins": self.bins, "n_ctx": self.n_ctx, "width": self.width,
+            "init_scale": self.init_scale, "start_token": self.use_start_token,
+            "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class LyricEncoder(keras.layers.Layer):
+    """The top prior's lyric encoder (the original's separated encoder-decoder: prime_prior,
+    prime_state_proj, prime_state_ln, prime_x_out).
+
+    call(lyrics int [B, n_tokens]) -> (encoder_kv [B, n_tokens, out_width], logits float32
+    [B, n_tokens, n_vocab]). The encoder is causal over the characters (its input is shifted
+    behind a start token), so logits[:, i] predicts lyrics[:, i]: the lyric loss.
+    """
+
+    def __init__(self, encoder: PriorConfig | dict, out_width: int, out_init_scale: float = 1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder = (PriorConfig.from_dict(encoder) if isinstance(encoder, dict)
+                                  else encoder)
+        self.out_width, self.out_init_scale = out_width, out_init_scale
+        self.embedding = TokenEmbedding(encoder.l_bins, encoder.n_ctx, encoder.width,
+                                        encoder.init_scale, dropout=encoder.emb_dropout,
+                                        name="embedding")
+        self.transformer = Transformer.from_prior_config(encoder, name="transformer")
+        self.proj = linear(out_width, encoder.init_scale, name="proj")
+        self.ln = keras.layers.LayerNormalization(epsilon=1e-5, name="ln")
+        self.x_out = keras.layers.Dense(encoder.l_bins, use_bias=False, name="x_out",
+                                        kernel_initializer=_normal(0.02 * out_init_scale))
+
+    def build(self, input_shape=None):
+        enc = self.encoder
+        build_once(self.embedding, None)
+        build_once(self.transformer, (None, enc.n_ctx, enc.width))
+        build_once(self.proj, (None, enc.n_ctx, enc.width))
+        for layer in (self.ln, self.x_out):
+            build_once(layer, (None, enc.n_ctx, self.out_width))
+        super().build(input_shape)
+
+    def call(self, lyrics, training=None):
+        lyrics = tf.cast(lyrics, tf.int32)
+        h = self.transformer(self.embedding(shift_right(lyrics), training=training),
+                             training=training)
+        encoder_kv = self.ln(self.proj(h))
+        return encoder_kv, tf.cast(self.x_out(encoder_kv), tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return ((input_shape[0], input_shape[1], self.out_width),
+                (input_shape[0], input_shape[1], self.encoder.l_bins))
+
+    def get_config(self):
+        return super().get_config() | {"encoder": self.encoder.to_dict(),
+                                       "out_width": self.out_width,
+                                       "out_init_scale": self.out_init_scale}
+
+
+class Prior(keras.Model):
+    """What the top-level prior and the upsamplers share: token and position embeddings, the
+    factorized transformer, the (tied) output layer, the label conditioner, the loss and the
+    cached step. Subclasses choose the conditioning on the level above and lyrics.
+    """
+
+    def __init__(self, config: PriorConfig | dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = PriorConfig.from_dict(config)
+        self.config = config = config or PriorConfig()
+        self._validate(config)
+        width = config.width
+        # With labels the start embedding comes from the label conditioner.
+        self.embedding = TokenEmbedding(config.l_bins, config.n_ctx, width, config.init_scale,
+                                        start_token=not config.labels,
+                                        dropout=config.emb_dropout, name="embedding")
+        self.transformer = Transformer.from_prior_config(config, name="transformer")
+        self.x_out = (keras.layers.Dense(config.l_bins, use_bias=False, name="x_out",
+                                         kernel_initializer=_normal(0.02 * config.init_scale))
+                      if config.merged_decoder else None)
+        self.label_conditioner = (LabelConditioner(
+            config.artist_bins, config.genre_bins, width, config.max_genre_words,
+            n_time=config.n_ctx, include_time_signal=config.has_timing, t_bins=config.t_bins,
+            t_ranges=config.t_ranges if config.has_timing else None,
+            init_scale=config.init_scale, name="label_conditioner")
+            if config.labels else None)
+        self.upper_conditioner = None
+        self.lyric_encoder = None
+
+    def _validate(self, config: PriorConfig):
+        kinds = set(config.attn_kinds)
+        if PRIME in kinds:
+            raise ValueError("prime attention (kind 7: the single encoder-decoder lyrics model) "
+                             "is not implemented by the priors; use cross-attention lyrics")
+        if CROSS in kinds and not config.lyrics:
+            raise ValueError(f"attn_order {config.attn_order} has cross-attention layers, which "
+                             f"read the lyric encoder: turn lyrics on (config.with_lyrics)")
+
+    def build(self, input_shape=None):
+        config, width = self.config, self.config.width
+        seq = (None, config.n_ctx, width)
+        build_once(self.embedding, None)
+        build_once(self.transformer, seq)
+        if self.x_out is not None:
+            build_once(self.x_out, seq)
+        if self.label_conditioner is not None:
+            build_once(self.label_conditioner, (None, config.label_width))
+        if self.upper_conditioner is not None:
+            build_once(self.upper_conditioner, (None, config.n_ctx // config.hop_ratio))
+        if self.lyric_encoder is not None:
+            build_once(self.lyric_encoder, (None, config.n_lyric_tokens))
+        super().build(input_shape)
+
+    # -- conditioning ------------------------------------------------------------------------
+
+    @staticmethod
+    def _require(inputs: dict, key: str, what: str):
+        if inputs.get(key) is None:
+            raise ValueError(f"this prior is conditioned on {what}: inputs need {key!r}")
+        return inputs[key]
+
+    def _conditioning(self, inputs: dict, training=None) -> tuple[dict, tf.Tensor | None]:
+        """(cond, lyric logits or None); see `conditioning`."""
+        config = self.config
+        cond, lyric_logits = {}, None
+        if self.label_conditioner is not None:
+            labels = self._require(inputs, "labels",
+                                   f"labels int32 [B, {config.label_width}] (labels.py)")
+            cond["start"], timing = self.label_conditioner(labels)
+            if timing is not None:
+                cond["x_cond"] = timing
+        else:
+            cond["start"] = self.embedding.start()
+        if self.upper_conditioner is not None:
+            upper = self._require(inputs, "upper_codes", f"the codes of level {config.level + 1}"
+                                  f" int32 [B, {config.n_ctx // config.hop_ratio}]")
+            cond["x_cond"] = self.upper_conditioner(tf.cast(upper, tf.int32))
+        if self.lyric_encoder is not None:
+            lyrics = self._require(inputs, "lyrics",
+                                   f"lyric tokens int32 [B, {config.n_lyric_tokens}]")
+            cond["encoder_kv"], lyric_logits = self.lyric_encoder(lyrics, training=training)
+        return cond, lyric_logits
+
+    def conditioning(self, inputs: dict, training=False) -> dict:
+        """The conditioning of a batch, computed once per window and passed back unchanged to
+        `init_cache` and `step`: {"start" [B|1, 1, W], "x_cond" [B, n_ctx, W] (timing or the
+        upsampled level above, when there is one), "encoder_kv" [B, n_lyric_tokens, W] (with
+        lyrics)}. inputs: the conditioning inputs of the module docstring (no codes needed).
+        """
+        return self._conditioning(inputs, training)[0]
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def _forward(self, prev_tokens, position, cond: dict, cache=None, training=None):
+        """Logits float32 [B, L, l_bins] of positions [position, position + L) from the tokens
+        before them (prev_tokens [B, L]); with a cache also the new cache."""
+        length = _static_length(prev_tokens)
+        x = self.embedding(prev_tokens, position=position, start=cond["start"],
+                           training=training)
+        x_cond = cond.get("x_cond")
+        if x_cond is not None:
+            x_cond = tf.slice(tf.cast(x_cond, x.dtype), tf.stack([0, position, 0]),
+                              tf.stack([-1, length, -1]))
+            x = x + x_cond
+        h = self.transformer(x, encoder_kv=cond.get("encoder_kv"), cache=cache,
+                             position=position, training=training)
+        if cache is not None:
+            h, cache = h
+        if x_cond is not None and not self.config.merged_decoder:
+            h = h + x_cond  # the original adds the conditioning after the transformer too
+        logits = self.x_out(h) if self.x_out is not None else self.embedding.logits(h)
+        return tf.cast(logits, tf.float32), cache
+
+    def call(self, inputs: dict, training=False):
+        """inputs (module docstring) -> {"logits", "loss", "metrics"}."""
+        config = self.config
+        codes = tf.cast(self._require(inputs, "codes", f"codes int32 [B, {config.n_ctx}]"),
+                        tf.int32)
+        cond, lyric_logits = self._conditioning(inputs, training)
+        logits, _ = self._forward(shift_right(codes), 0, cond, training=training)
+        per_token = bits(codes, logits)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), codes),
+                          tf.float32)
+        mask = inputs.get("mask")
+        if mask is None:
+            gen_loss, accuracy = tf.reduce_mean(per_token), tf.reduce_mean(correct)
+        else:
+            mask = tf.cast(mask, tf.float32)
+            count = tf.maximum(tf.reduce_sum(mask), 1.0)
+            gen_loss = tf.reduce_sum(per_token * mask) / count
+            accuracy = tf.reduce_sum(correct * mask) / count
+        metrics = {"bits_per_token": gen_loss, "accuracy": accuracy}
+        loss = gen_loss
+        if lyric_logits is not None:
+            lyric_loss = tf.reduce_mean(bits(tf.cast(inputs["lyrics"], tf.int32), lyric_logits))
+            metrics["lyric_bits_per_token"] = lyric_loss
+            # The original's weighting: each loss by its share of all predicted tokens, the
+            # lyrics' further by lyric_loss_fraction.
+            n_lyrics, n_codes = config.n_lyric_tokens, config.n_ctx
+            loss = (config.lyric_loss_fraction * lyric_loss * n_lyrics + gen_loss * n_codes) / (
+                n_lyrics + n_codes)
+        return {"logits": logits, "loss": loss, "metrics": metrics}
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def init_cache(self, batch_size: int, cond: dict) -> dict:
+        """The empty key/value cache of every transformer block (static shapes); cross-attention
+        blocks hold the lyric encoder's keys and values, projected once here."""
+        encoder_kv = cond.get("encoder_kv")
+        if encoder_kv is not None:
+            encoder_kv = tf.broadcast_to(encoder_kv, [batch_size, *encoder_kv.shape[1:]])
+        return self.transformer.init_cache(batch_size, self.compute_dtype, encoder_kv)
+
+    def step(self, prev_tokens, position, cache: dict, cond: dict):
+        """Logits of the codes at positions [position, position + L) and the updated cache.
+
+        prev_tokens int32 [B, L] (L static): prev_tokens[:, i] is the code at position
+        position + i - 1 (ignored where position + i == 0: the start embedding is used).
+        Returns (logits float32 [B, L, l_bins], new_cache); equal to `call`'s logits there.
+        """
+        return self._forward(tf.cast(prev_tokens, tf.int32), tf.cast(position, tf.int32),
+                             cond, cache, training=False)
+
+    def get_config(self):
+        return super().get_config() | {"config": self.config.to_dict()}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class TopLevelPrior(Prior):
+    """The prior over the top level's codes: labels give the start token and timing
+    embeddings, and an optional lyric encoder feeds the cross-attention layers."""
+
+    def __init__(self, config: PriorConfig | dict | None = None, **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.config
+        if config.lyrics:
+            self.lyric_encoder = LyricEncoder(config.lyric_encoder_config, config.width,
+                                              out_init_scale=config.init_scale,
+                                              name="lyric_encoder")
+
+    def _validate(self, config: PriorConfig):
+        super()._validate(config)
+        if config.is_upsampler:
+            raise ValueError(f"level {config.level} of {config.levels} is conditioned on the "
+                             f"level above: build an Upsampler")
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Upsampler(Prior):
+    """A prior over level `config.level` given the codes of level + 1, upsampled to this
+    level's rate and added at every position; labels give the start token (no timing)."""
+
+    def __init__(self, config: PriorConfig | dict | None = None, **kwargs):
+        super().__init__(config, **kwargs)
+        config = self.config
+        self.upper_conditioner = UpsamplerConditioner(
+            config.l_bins, config.width, down_t=config.cond_down_t,
+            stride_t=config.cond_stride_t, width=config.cond_width, depth=config.cond_depth,
+            m_conv=config.cond_m_conv, dilation_growth_rate=config.cond_dilation_growth_rate,
+            dilation_cycle=config.cond_dilation_cycle, res_scale=config.cond_res_scale,
+            reverse_dilation=False, init_scale=config.init_scale, name="upper_conditioner")
+
+    def _validate(self, config: PriorConfig):
+        super()._validate(config)
+        if not config.is_upsampler:
+            raise ValueError(f"level {config.level} is the top of {config.levels} levels: "
+                             f"build a TopLevelPrior")
+
+
+def prior_class(config: PriorConfig) -> type[Prior]:
+    return Upsampler if config.is_upsampler else TopLevelPrior
+
+
+def build_prior(config: PriorConfig) -> Prior:
+    """The TopLevelPrior or Upsampler of `config`, with all its variables created."""
+    model = prior_class(config)(config)
+    model.build()
+    return model

@@ -1,0 +1,358 @@
+"""Training the priors with the shared loop (`jukebox_tf.training`): the priors' `Task`.
+
+The codes dataset (`jukebox-tf encode`, vqvae/codes.py) holds one record per audio chunk. The
+task loads the codes of the prior's level (and of the level above, for an upsampler) into
+memory once, per track: each chunk's codes are placed at the token its offset falls on, so
+tracks are continuous however they were chunked (overlapping chunks overwrite the padded tail
+of the one before; tokens no chunk covers are masked out of the loss).
+
+Batches are drawn by pure tf.data over constant tensors with stateless random ops: a track
+with probability proportional to its length, a window of n_ctx tokens in it uniformly (a
+multiple of the hop ratio for upsamplers, so the level above lines up), padded and masked when
+the track is shorter. Each window carries its labels (offset and length in audio samples),
+its lyric window (lyrics.py's linear alignment) and the codes of the level above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior import lyrics as lyrics_lib
+from jukebox_tf.prior.config import PriorConfig, with_lyrics
+from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
+from jukebox_tf.prior.prior import build_prior
+from jukebox_tf.vqvae.codes import codes_feature_spec, load_codes_manifest
+
+# What task.json keeps of the codes manifest: what sampling needs to turn codes into audio
+# and names into label ids.
+MANIFEST_KEYS = ("levels", "hop_lengths", "l_bins", "sample_rate", "artists", "genres",
+                 "vqvae_run")
+
+
+@dataclasses.dataclass
+class LevelCodes:
+    """The codes of one level, every track's concatenated: codes int16 [N], valid bool [N]
+    (a chunk covered the token), and per track its first index and length in tokens."""
+
+    codes: np.ndarray
+    valid: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+
+@dataclasses.dataclass
+class CodesData:
+    """A codes dataset in memory: per level LevelCodes, per track its labels and lyrics."""
+
+    manifest: dict
+    levels: dict[int, LevelCodes]
+    track_ids: list[str]
+    track_lengths: np.ndarray  # audio samples of each whole track
+    artist_ids: np.ndarray
+    genre_ids: list[list[int]]
+    lyrics: list[str]
+
+    @property
+    def max_track_seconds(self) -> float:
+        return float(self.track_lengths.max(initial=0)) / self.manifest["sample_rate"]
+
+    @classmethod
+    def load(cls, codes_dir: str, levels: Sequence[int]) -> "CodesData":
+        manifest = load_codes_manifest(codes_dir)
+        for level in levels:
+            if not 0 <= level < manifest["levels"]:
+                raise JukeboxError(f"{codes_dir}: no level {level} (the codes have "
+                                   f"{manifest['levels']} levels)")
+        chunks = _read_chunks(codes_dir, manifest, levels)
+        if not chunks:
+            raise JukeboxError(f"{codes_dir}: the codes dataset holds no chunks")
+        by_track: dict[str, list[dict]] = {}
+        for chunk in chunks:
+            by_track.setdefault(chunk["track_id"], []).append(chunk)
+        track_ids = sorted(by_track)
+        tracks = [sorted(by_track[t], key=lambda c: c["offset"]) for t in track_ids]
+        hops = manifest["hop_lengths"]
+        return cls(
+            manifest=manifest,
+            levels={level: _concatenate([_track_tokens(t, level, hops[level]) for t in tracks])
+                    for level in levels},
+            track_ids=track_ids,
+            track_lengths=np.array([max(c["track_length"] for c in t) for t in tracks],
+                                   np.int64),
+            artist_ids=np.array([t[0]["artist_id"] for t in tracks], np.int64),
+            genre_ids=[list(t[0]["genre_ids"]) for t in tracks],
+            lyrics=[t[0]["lyrics"] for t in tracks])
+
+
+def _read_chunks(codes_dir: str, manifest: dict, levels: Sequence[int]) -> list[dict]:
+    spec = codes_feature_spec(manifest["levels"])
+    keep = {f"codes_l{level}" for level in levels} | {
+        "track_id", "offset", "num_samples", "track_length", "artist_id", "genre_ids", "lyrics"}
+    spec = {k: v for k, v in spec.items() if k in keep}
+    files = [os.path.join(codes_dir, s["file"]) for s in manifest["shards"]]
+    ds = tf.data.TFRecordDataset(files).batch(256).map(
+        lambda raw: tf.io.parse_example(raw, spec))
+    chunks = []
+    for batch in ds:
+        genres = tf.sparse.to_dense(batch["genre_ids"], default_value=-1).numpy()
+        batch = {k: v.numpy() for k, v in batch.items() if k != "genre_ids"}
+        for i in range(len(batch["track_id"])):
+            chunk = {k: batch[k][i] for k in ("offset", "num_samples", "track_length",
+                                              "artist_id")}
+            chunk.update(track_id=batch["track_id"][i].decode(),
+                         lyrics=batch["lyrics"][i].decode("utf-8", errors="replace"),
+                         genre_ids=[int(g) for g in genres[i] if g >= 0])
+            for level in levels:
+                chunk[level] = np.frombuffer(batch[f"codes_l{level}"][i], "<i2")
+            chunks.append(chunk)
+    return chunks
+
+
+def _track_tokens(chunks: list[dict], level: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes int16 [n], valid bool [n]) of one track, its chunks sorted by offset."""
+    extent = max(int(c["offset"]) + int(c["num_samples"]) for c in chunks)
+    n = -(-extent // hop)
+    codes, valid = np.zeros(n, np.int16), np.zeros(n, bool)
+    for chunk in chunks:
+        start = (int(chunk["offset"]) + hop // 2) // hop  # the token its offset falls on
+        part = chunk[level][:max(n - start, 0)]
+        codes[start:start + len(part)] = part
+        valid[start:start + len(part)] = True
+    return codes, valid
+
+
+def _concatenate(tracks: list[tuple[np.ndarray, np.ndarray]]) -> LevelCodes:
+    lengths = np.array([len(c) for c, _ in tracks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return LevelCodes(np.concatenate([c for c, _ in tracks]),
+                      np.concatenate([v for _, v in tracks]), starts, lengths)
+
+
+def _hop_ratio_split(ratio: int) -> tuple[int, int]:
+    """(down_t, stride_t) with stride_t ** down_t == ratio: stride-2 stages when possible."""
+    down_t = int(round(math.log2(ratio))) if ratio > 1 else 0
+    return (down_t, 2) if ratio > 1 and 2 ** down_t == ratio else (1, ratio)
+
+
+def prior_config_for_codes(base: PriorConfig, data: CodesData, level: int, labels: bool = True,
+                           lyrics: bool = False) -> PriorConfig:
+    """`base` (a preset: the transformer's sizes) fitted to a codes dataset: its level, code
+    vocabulary, label vocabularies and durations, the hop ratio to the level above, lyrics."""
+    manifest = data.manifest
+    levels, hops = manifest["levels"], manifest["hop_lengths"]
+    overrides = dict(level=level, levels=levels, l_bins=manifest["l_bins"],
+                     sample_rate=manifest["sample_rate"], labels=labels)
+    if level < levels - 1:
+        ratio = hops[level + 1] // hops[level]
+        if ratio * hops[level] != hops[level + 1]:
+            raise JukeboxError(f"hop lengths {hops}: level {level + 1} is not a whole number "
+                               f"of level-{level} tokens")
+        overrides["cond_down_t"], overrides["cond_stride_t"] = _hop_ratio_split(ratio)
+    if labels:
+        # Vocabularies include id 0 = unknown, so a dataset without labels has one of each.
+        overrides.update(artist_bins=max(1, len(manifest["artists"])),
+                         genre_bins=max(1, len(manifest["genres"])), min_duration=0.0,
+                         max_duration=float(max(1, math.ceil(data.max_track_seconds))))
+    config = dataclasses.replace(base, **overrides)
+    return with_lyrics(config) if lyrics else config
+
+
+class PriorTask:
+    """The `Task` (training/task.py) of a TopLevelPrior or Upsampler over a codes dataset."""
+
+    name = "prior"
+
+    def __init__(self, config: PriorConfig, codes_dir: str | None, global_batch_size: int,
+                 data: CodesData | None = None, codes_info: dict | None = None):
+        self.config, self.codes_dir, self.global_batch_size = config, codes_dir, global_batch_size
+        if data is None and codes_dir is not None:
+            data = CodesData.load(codes_dir, self.levels_needed)
+        self.data = data
+        if data is not None:
+            codes_info = {k: data.manifest.get(k) for k in MANIFEST_KEYS}
+            self._check(codes_info)
+        self.codes_info = codes_info or {}
+        self._tensors = None
+
+    @classmethod
+    def from_codes(cls, base: PriorConfig, codes_dir: str, level: int, global_batch_size: int,
+                   labels: bool = True, lyrics: bool = False) -> "PriorTask":
+        """A task whose config is `base` fitted to the codes (prior_config_for_codes)."""
+        manifest = load_codes_manifest(codes_dir)
+        levels = [level] + ([level + 1] if level < manifest["levels"] - 1 else [])
+        data = CodesData.load(codes_dir, levels)
+        config = prior_config_for_codes(base, data, level, labels, lyrics)
+        return cls(config, codes_dir, global_batch_size, data)
+
+    @property
+    def levels_needed(self) -> list[int]:
+        level = self.config.level
+        return [level, level + 1] if self.config.is_upsampler else [level]
+
+    def _check(self, info: dict):
+        config = self.config
+        if info["levels"] != config.levels:
+            raise JukeboxError(f"the codes have {info['levels']} levels, the prior config "
+                               f"{config.levels}")
+        if info["l_bins"] != config.l_bins:
+            raise JukeboxError(f"the codes have {info['l_bins']} bins, the prior config "
+                               f"{config.l_bins}")
+        hops = info["hop_lengths"]
+        if config.is_upsampler and hops[config.level + 1] != hops[config.level] * config.hop_ratio:
+            raise JukeboxError(f"hop lengths {hops}: the upsampler expects a ratio of "
+                               f"{config.hop_ratio} between levels {config.level} and "
+                               f"{config.level + 1}")
+
+    # -- the Task protocol -------------------------------------------------------------------
+
+    def build(self):
+        return build_prior(self.config)
+
+    def dataset(self, input_context, seed: int):
+        if self.data is None:
+            raise JukeboxError("this PriorTask has no codes to train on (codes_dir=None)")
+        batch_size, pipeline, pipelines = self.global_batch_size, 0, 1
+        if input_context is not None:
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+            pipeline, pipelines = (input_context.input_pipeline_id,
+                                   input_context.num_input_pipelines)
+
+        @tf.autograph.experimental.do_not_convert  # plain TF ops: converting costs seconds
+        def batch(index):
+            # Element `index` of pipeline p draws with counter index * pipelines + p: no two
+            # pipelines (or elements) share a seed, and a seed replays the same batches.
+            counter = index * pipelines + pipeline
+            return self.sample_batch(tf.stack([tf.constant(seed, tf.int64), counter]),
+                                     batch_size)
+
+        return (tf.data.Dataset.counter().map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def loss(self, model, batch, training: bool):
+        out = model(batch, training=training)
+        return out["loss"], out["metrics"]
+
+    def media_summaries(self, model, batch, step: int) -> None:
+        """Histograms of the target codes and the model's most likely codes."""
+        out = model(batch, training=False)
+        bins = min(self.config.l_bins, 128)
+        tf.summary.histogram("codes/target", batch["codes"], step=step, buckets=bins)
+        tf.summary.histogram("codes/predicted", tf.argmax(out["logits"], -1), step=step,
+                             buckets=bins)
+
+    def config_dict(self) -> dict:
+        return {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and os.path.abspath(
+                    self.codes_dir), "global_batch_size": self.global_batch_size,
+                "codes": {"level": self.config.level, **self.codes_info},
+                "lyrics_vocab": lyrics_lib.TOKENIZER.vocab}
+
+    # -- windows -----------------------------------------------------------------------------
+
+    def _constants(self) -> dict:
+        """The dataset as tensors, created once and eagerly (outside any graph being traced),
+        so tf.data functions capture them as inputs rather than embed them as constants."""
+        if self._tensors is None:
+            with tf.init_scope():
+                self._tensors = self._make_constants()
+        return self._tensors
+
+    def _make_constants(self) -> dict:
+        data, config = self.data, self.config
+        t = {}
+        for level, codes in data.levels.items():
+            t[level] = {name: tf.constant(getattr(codes, name))
+                        for name in ("codes", "valid", "starts", "lengths")}
+        t["log_weights"] = tf.constant(np.log(np.maximum(
+            data.levels[config.level].lengths, 1)).astype(np.float32))
+        if config.labels:
+            # Per track, with offset and length filled in per window.
+            t["labels"] = tf.constant(np.stack([
+                make_labels(length, 0, 0, artist, genres, config.max_genre_words)
+                for length, artist, genres in zip(data.track_lengths, data.artist_ids,
+                                                  data.genre_ids)]))
+        if config.lyrics:
+            tokens, lengths = lyrics_lib.pad_tokens([lyrics_lib.encode(text)
+                                                     for text in data.lyrics])
+            t["lyric_tokens"], t["lyric_lengths"] = tf.constant(tokens), tf.constant(lengths)
+        t["track_lengths"] = tf.constant(data.track_lengths)
+        return t
+
+    def _gather_window(self, level: int, track, start, n: int):
+        """Codes int32 [B, n] of `level` from token `start` of each track, and whether each is
+        real (inside the track and covered by a chunk)."""
+        t = self._constants()[level]
+        length = tf.gather(t["lengths"], track)[:, None]
+        position = start[:, None] + tf.range(n, dtype=tf.int64)[None]
+        inside = position < length
+        index = tf.gather(t["starts"], track)[:, None] + tf.minimum(position, length - 1)
+        codes = tf.where(inside, tf.cast(tf.gather(t["codes"], index), tf.int32), 0)
+        return codes, inside & tf.gather(t["valid"], index)
+
+    def sample_batch(self, seed, batch_size: int) -> dict:
+        """One batch of random windows from a stateless seed int64 [2] (see module docstring):
+        {"codes", "mask", "labels"?, "lyrics"?, "upper_codes"?}."""
+        config, t = self.config, self._constants()
+        n_ctx, ratio = config.n_ctx, config.hop_ratio if config.is_upsampler else 1
+        hop = self.codes_info["hop_lengths"][config.level]
+        track_seed, start_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+        track = tf.random.stateless_categorical(t["log_weights"][None], batch_size,
+                                                track_seed)[0]
+        length = tf.gather(t[config.level]["lengths"], track)
+        # Window starts in units of `ratio` tokens, uniform over those that fit in the track.
+        units = tf.maximum(length - n_ctx, 0) // ratio + 1
+        uniform = tf.random.stateless_uniform([batch_size], start_seed, dtype=tf.float64)
+        start = tf.minimum(tf.cast(uniform * tf.cast(units, tf.float64), tf.int64),
+                           units - 1) * ratio
+        codes, mask = self._gather_window(config.level, track, start, n_ctx)
+        batch = {"codes": codes, "mask": tf.cast(mask, tf.float32)}
+        offset, duration = start * hop, n_ctx * hop
+        if config.labels:
+            labels = tf.gather(t["labels"], track)
+            columns = tf.range(config.label_width)[None]
+            labels = tf.where(columns == OFFSET, tf.cast(offset, tf.int32)[:, None], labels)
+            batch["labels"] = tf.where(columns == LENGTH, duration, labels)
+        if config.lyrics:
+            batch["lyrics"], _ = lyrics_lib.lyric_window_tf(
+                tf.gather(t["lyric_tokens"], track), tf.gather(t["track_lengths"], track),
+                offset, duration, config.n_lyric_tokens,
+                lengths=tf.gather(t["lyric_lengths"], track))
+        if config.is_upsampler:
+            batch["upper_codes"], _ = self._gather_window(config.level + 1, track,
+                                                          start // ratio, n_ctx // ratio)
+        return batch
+
+
+def prior_run_info(run_dir: str) -> dict:
+    """task.json of a `train-prior` run: {"prior": config dict, "codes": {level, levels,
+    hop_lengths, l_bins, sample_rate, artists, genres, vqvae_run}, ...}."""
+    from jukebox_tf.training.run_dir import task_config_path
+
+    path = task_config_path(run_dir)
+    if not os.path.isfile(path):
+        raise JukeboxError(f"{run_dir!r} is not a prior run directory: {path} is missing "
+                           f"(train one with `jukebox-tf train-prior`)")
+    with open(path) as f:
+        saved = json.load(f)
+    if "prior" not in saved:
+        raise JukeboxError(f"{path}: not a prior run (no 'prior' config in it)")
+    return saved
+
+
+def load_prior_run(run_dir: str, use_ema: bool = True):
+    """The trained prior of a `train-prior` run directory (EMA weights by default); its run's
+    codes information is `prior_run_info(run_dir)["codes"]`."""
+    from jukebox_tf.training import restore_for_eval
+
+    saved = prior_run_info(run_dir)
+    task = PriorTask(PriorConfig.from_dict(saved["prior"]), None, 1,
+                     codes_info=saved.get("codes"))
+    return restore_for_eval(task, run_dir, use_ema=use_ema)

@@ -1,0 +1,182 @@
+"""The four ways of sampling the whole hierarchy, as the original's sample.py, returning the
+codes of every level (index = level; the top level is the last).
+
+- ancestral: the top level from scratch, then each upsampler given the level above.
+- primed: a prompt audio encoded by the VQ-VAE at every level; each level continues its codes.
+- continue: saved codes (load_codes_npz) continued to a longer length at every level.
+- upsample: saved top-level codes kept; the lower levels sampled from them.
+
+    codes = sample_codes("ancestral", vqvae, [upsampler_0, upsampler_1, top], seconds=10,
+                         n_samples=2, artist_id=3, genre_ids=[7], lyrics="...")
+    audio = decode_codes(vqvae, codes)               # {level: float32 [B, T, channels]}
+
+`priors` is indexed by level; levels whose prior is None are not sampled, and sampling stops
+at the first missing upsampler (so [None, None, top] gives the top level alone).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+
+from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior import lyrics as lyrics_lib
+from jukebox_tf.prior.labels import make_labels
+from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.windowed import HOP_FRACTIONS, sample_level
+
+MODES = ("ancestral", "primed", "continue", "upsample")
+DEFAULT_TEMPERATURES = (0.99, 0.99, 0.99)  # the original sample.py's, per level
+
+
+def per_level(value, levels: int, name: str) -> tuple:
+    """A scalar for every level, or a sequence with one value per level (index = level)."""
+    if np.ndim(value) == 0:
+        return (value,) * levels
+    if len(value) != levels:
+        raise JukeboxError(f"{name}: {len(value)} values for {levels} levels")
+    return tuple(value)
+
+
+def audio_length(seconds: float, sample_rate: int, top_hop: int) -> int:
+    """Audio samples in `seconds`, rounded down to whole top-level codes (at least one)."""
+    return max(int(seconds * sample_rate) // top_hop, 1) * top_hop
+
+
+def _tile(rows: np.ndarray, n: int) -> np.ndarray:
+    """[b, ...] -> [n, ...], cycling the rows (one prompt or code set serves every sample)."""
+    return rows[np.arange(n) % len(rows)]
+
+
+def encode_prompt(vqvae, prompt, prompt_seconds: float | None = None) -> dict[int, np.ndarray]:
+    """Prompt audio float [T], [T, C] or [B, T, C] at the VQ-VAE's rate -> codes per level
+    {level: int32 [B, T / hop]}, cut to whole top-level codes (as the original's prompt
+    duration)."""
+    config = vqvae.config
+    audio = np.asarray(prompt, np.float32)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim == 2:
+        audio = audio[None]
+    seconds = audio.shape[1] / config.sample_rate if prompt_seconds is None else prompt_seconds
+    length = int(seconds * config.sample_rate) // config.hop_lengths[-1] * config.hop_lengths[-1]
+    if length == 0 or length > audio.shape[1]:
+        raise JukeboxError(f"the prompt has {audio.shape[1] / config.sample_rate:.2f} s: need at "
+                           f"least one top-level code ({config.hop_lengths[-1]} samples) and "
+                           f"prompt_seconds within it")
+    codes = vqvae.encode(audio[:, :length], levels=range(config.levels))
+    return {level: np.asarray(c, np.int32) for level, c in enumerate(codes)}
+
+
+def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = None,
+                 n_samples: int | None = None, artist_id: int = 0,
+                 genre_ids: Sequence[int] = (), lyrics: str | None = None,
+                 total_seconds: float | None = None, prompt=None,
+                 prompt_seconds: float | None = None, codes: dict | None = None,
+                 temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
+                 hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
+                 jit_compile: bool = False, progress: bool = True) -> dict[int, np.ndarray]:
+    """Codes {level: int32 [n_samples, T_level]} for `mode` (see the module docstring).
+
+    seconds: the length to reach (not for upsample, whose length is the saved top level's).
+    total_seconds: the track length the timing conditioning sees (default: seconds). prompt:
+    audio for primed (see encode_prompt); codes: {level: int [B, T]} for continue / upsample
+    (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
+    """
+    config = vqvae.config
+    levels, hops, rate = config.levels, config.hop_lengths, config.sample_rate
+    top = levels - 1
+    if mode not in MODES:
+        raise JukeboxError(f"unknown sampling mode {mode!r} (choose from {', '.join(MODES)})")
+    if len(priors) != levels:
+        raise JukeboxError(f"give one prior (or None) per VQ-VAE level: {len(priors)} for "
+                           f"{levels} levels")
+    temperatures = per_level(temperatures, levels, "temperatures")
+    hop_fractions = per_level(hop_fractions, levels, "hop_fractions")
+
+    primes = {}
+    if mode == "primed":
+        if prompt is None:
+            raise JukeboxError("primed sampling needs a prompt audio")
+        primes = encode_prompt(vqvae, prompt, prompt_seconds)
+    elif mode in ("continue", "upsample"):
+        if not codes or top not in codes:
+            raise JukeboxError(f"{mode} needs saved codes with the top level (codes_l{top})")
+        primes = {level: np.asarray(c, np.int32) for level, c in codes.items()}
+        if mode == "upsample":
+            primes = {top: primes[top]}  # lower levels are sampled afresh
+    n_samples = n_samples or (len(primes[top]) if primes else 1)
+    primes = {level: _tile(c, n_samples) for level, c in primes.items()}
+
+    if mode == "upsample":
+        n_audio = primes[top].shape[1] * hops[top]
+    elif seconds is None:
+        raise JukeboxError(f"{mode} sampling needs the length to reach (seconds)")
+    else:
+        n_audio = audio_length(seconds, rate, hops[top])
+    total_samples = n_audio if total_seconds is None else int(total_seconds * rate)
+    lyric_tokens = lyrics_lib.pad_tokens([lyrics_lib.encode(lyrics or "")] * n_samples)
+
+    out = {}
+    for level in reversed(range(levels)):
+        prior = priors[level]
+        if mode == "upsample" and level == top:
+            out[top] = primes[top]
+            continue
+        if prior is None:
+            if level == top:
+                raise JukeboxError(f"{mode} sampling needs the top-level prior")
+            break  # no upsampler for this level: stop here
+        if prior_api.prior_level(prior) != level:
+            raise JukeboxError(f"priors[{level}] models level {prior_api.prior_level(prior)}")
+        if prior_api.timing_sample_rate(prior) not in (None, rate):
+            raise JukeboxError(f"the level-{level} prior times audio at "
+                               f"{prior_api.timing_sample_rate(prior)} Hz, the VQ-VAE's codes "
+                               f"are of {rate} Hz audio")
+        n_tokens = n_audio // hops[level]
+        if level in primes and primes[level].shape[1] > n_tokens:
+            raise JukeboxError(f"the level-{level} codes to continue are longer "
+                               f"({primes[level].shape[1]}) than {seconds} s ({n_tokens})")
+        n_genres = prior_api.max_genre_words(prior)
+        labels = None if n_genres is None else np.stack(
+            [make_labels(total_samples, 0, 0, artist_id, genre_ids, n_genres)] * n_samples)
+        out[level] = sample_level(
+            prior, n_tokens, hops, labels=labels, lyrics=lyric_tokens,
+            upper_codes=out.get(level + 1), prime=primes.get(level), n_samples=n_samples,
+            hop_fraction=hop_fractions[level], temperature=temperatures[level], top_k=top_k,
+            top_p=top_p, chunk_size=chunk_size, seed=seed, jit_compile=jit_compile,
+            level=level, progress=progress)
+    return out
+
+
+def decode_codes(vqvae, codes: dict) -> dict[int, np.ndarray]:
+    """{level: int [B, T]} -> {level: float32 [B, T * hop, channels]}, one sample at a time
+    to bound the decoder's memory on long songs."""
+    return {level: np.concatenate([np.asarray(vqvae.decode(c[i:i + 1], level), np.float32)
+                                   for i in range(len(c))])
+            for level, c in codes.items()}
+
+
+def sample_to_dir(out_dir: str, mode: str, vqvae, priors: Sequence, **kwargs) -> dict:
+    """sample_codes, decode_codes and outputs.write_outputs in one call: what
+    `jukebox-tf sample` does. kwargs as sample_codes. Returns {"codes": {level: int32
+    [B, T]}, "paths": write_outputs' dict}."""
+    from jukebox_tf.sampling.outputs import write_outputs
+
+    codes = sample_codes(mode, vqvae, priors, **kwargs)
+    # The page and the npz record the plain settings; arrays (prompt audio, codes) stay out.
+    settings = {"mode": mode, **{k: v for k, v in kwargs.items()
+                                 if k not in ("prompt", "codes") and _jsonable(v)}}
+    paths = write_outputs(out_dir, codes, decode_codes(vqvae, codes), vqvae.config.sample_rate,
+                          settings)
+    return {"codes": codes, "paths": paths}
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False

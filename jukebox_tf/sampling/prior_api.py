@@ -1,0 +1,82 @@
+"""What sampling needs from a prior, in one place.
+
+A prior (TopLevelPrior, Upsampler, or a test stand-in) offers:
+
+- `config`: a PriorConfig with `n_ctx` (music tokens per window), `l_bins`, and `level`.
+- `conditioning(inputs, training=False) -> cond`: inputs may hold "labels" int32 [B, 4 + G]
+  (jukebox_tf.prior.labels layout, in audio samples), "lyrics" int32 [B, n_lyric_tokens]
+  (already windowed) and, for upsamplers, "upper_codes" int32 [B, n_ctx // hop_ratio] (codes of
+  the level above covering the window). cond is opaque to the sampler.
+- `init_cache(batch_size, cond) -> cache`: a nest of tensors with static shapes.
+- `step(prev_tokens int32 [B, L], position, cache, cond) -> (logits float32 [B, L, l_bins],
+  cache)`: prev_tokens[:, i] is the code at position + i - 1 (ignored at position 0, where the
+  start token is used); logits[:, i] is the distribution of the code at position + i.
+
+The optional facts below are read through these accessors, so a prior that names them
+differently needs a change here only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class SamplingPrior(Protocol):
+    config: Any
+
+    def conditioning(self, inputs: dict, training: bool = False) -> Any: ...
+
+    def init_cache(self, batch_size: int, cond: Any) -> Any: ...
+
+    def step(self, prev_tokens, position, cache, cond) -> tuple: ...
+
+
+def _first(prior, names, default=None):
+    for owner in (prior, getattr(prior, "config", None)):
+        for name in names:
+            value = getattr(owner, name, None)
+            if value is not None:
+                return value
+    return default
+
+
+def prior_level(prior) -> int:
+    """The VQ-VAE level the prior models (the top level has no `upper_codes`)."""
+    level = _first(prior, ("level",))
+    if level is None:
+        raise ValueError("the prior does not say its level (config.level)")
+    return int(level)
+
+
+def n_ctx(prior) -> int:
+    """Music tokens per window."""
+    return int(_first(prior, ("n_music_ctx",), prior.config.n_ctx))
+
+
+def n_lyric_tokens(prior) -> int:
+    """Lyric tokens a window sees; 0 for priors without lyrics (config.lyrics off)."""
+    if getattr(prior.config, "lyrics", True) is False:
+        return 0
+    return int(_first(prior, ("n_lyric_tokens",), 0))
+
+
+def max_genre_words(prior) -> int | None:
+    """Genre slots of the label rows, or None when the prior does not say (labels are then
+    not passed). Priors with label conditioning off ignore the labels they are given."""
+    value = _first(prior, ("max_genre_words",))
+    return None if value is None else int(value)
+
+
+def hop_ratio(prior) -> int | None:
+    """An upsampler's tokens per token of the level above, when its config says."""
+    value = _first(prior, ("hop_ratio",))
+    return None if value is None else int(value)
+
+
+def timing_sample_rate(prior) -> int | None:
+    """The audio rate the prior's timing embeddings count samples at, when it has them (the
+    labels sampling builds count samples of the VQ-VAE's rate: the two must agree)."""
+    if not getattr(prior.config, "has_timing", False):
+        return None
+    rate = getattr(prior.config, "sample_rate", None)
+    return None if rate is None else int(rate)

@@ -1,0 +1,242 @@
+"""A trained hierarchy loaded from run directories, for sampling: the VQ-VAE of `train-vqvae`,
+the top-level prior and the upsamplers of `train-prior`, checked against each other before any
+weights are loaded, and artist / genre names turned into the ids the priors were trained with.
+
+    runs = load_hierarchy("runs/vqvae", "runs/top", ["runs/up1", "runs/up0"])
+    artist_id, genre_ids, notes = runs.label_ids("Willow Harper", ["folk"])
+    codes = sample_codes("ancestral", runs.vqvae, runs.priors, seconds=5, artist_id=artist_id,
+                         genre_ids=genre_ids)
+
+`runs.priors` is indexed by level (None where no run was given), as sample_codes wants it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+from jukebox_tf.errors import JukeboxError
+
+UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass
+class RunInfo:
+    """What a prior run's task.json says, without loading its weights."""
+
+    run_dir: str
+    level: int
+    config: dict  # the PriorConfig as a dict
+    codes: dict  # level, levels, hop_lengths, l_bins, sample_rate, artists, genres, vqvae_run
+
+
+@dataclasses.dataclass
+class Hierarchy:
+    vqvae: object  # the VQ-VAE model (None from plan_hierarchy)
+    vqvae_config: object  # VQVAEConfig
+    vqvae_run: str
+    priors: list  # index = level; the loaded prior, or None (RunInfo from plan_hierarchy)
+    runs: dict[int, RunInfo]  # level -> the run it comes from
+    artists: tuple[str, ...]  # the label vocabularies the ids index (id 0 = unknown)
+    genres: tuple[str, ...]
+    notes: list[str]  # warnings found while checking the runs, for the user
+
+    @property
+    def top(self) -> int:
+        return self.vqvae_config.levels - 1
+
+    @property
+    def uses_labels(self) -> bool:
+        return any(info.config.get("labels") for info in self.runs.values())
+
+    @property
+    def uses_lyrics(self) -> bool:
+        top = self.runs.get(self.top)
+        return bool(top and top.config.get("lyrics"))
+
+    def label_ids(self, artist: str | None, genres: Sequence[str] = ()
+                  ) -> tuple[int, list[int], list[str]]:
+        return label_ids(artist, genres, self.artists, self.genres)
+
+
+def _require_dir(path: str, what: str, flag: str):
+    if not path:
+        raise JukeboxError(f"no {what} given: pass {flag} RUN_DIR")
+    if not os.path.isdir(path):
+        raise JukeboxError(f"{flag} {path}: no such directory (the run directory of {what})")
+
+
+def read_vqvae_config(run_dir: str, flag: str = "--vqvae"):
+    """The VQVAEConfig saved in a `train-vqvae` run directory (no weights loaded)."""
+    from jukebox_tf.training.run_dir import task_config_path
+    from jukebox_tf.vqvae.config import VQVAEConfig
+
+    _require_dir(run_dir, "the VQ-VAE", flag)
+    path = task_config_path(run_dir)
+    if not os.path.isfile(path):
+        raise JukeboxError(f"{flag} {run_dir}: not a VQ-VAE run directory ({path} is missing; "
+                           f"train one with `jukebox-tf train-vqvae`)")
+    with open(path) as f:
+        saved = json.load(f)
+    if "vqvae" not in saved:
+        kind = "a prior run" if "prior" in saved else "not a VQ-VAE run"
+        raise JukeboxError(f"{flag} {run_dir}: {kind}, not a VQ-VAE run (no 'vqvae' config in "
+                           f"{path})")
+    return VQVAEConfig.from_dict(saved["vqvae"])
+
+
+def read_prior_info(run_dir: str, flag: str) -> RunInfo:
+    from jukebox_tf.prior.task import prior_run_info
+
+    _require_dir(run_dir, "a prior" if flag == "--prior" else "an upsampler", flag)
+    try:
+        saved = prior_run_info(run_dir)
+    except JukeboxError as e:
+        raise JukeboxError(f"{flag} {run_dir}: {e}") from None
+    config = saved["prior"]
+    return RunInfo(run_dir, int(config["level"]), config, dict(saved.get("codes") or {}))
+
+
+def _check_against_vqvae(info: RunInfo, vq, flag: str):
+    """The prior must model codes of this VQ-VAE: same levels, hops, codebook and rate."""
+    where = f"{flag} {info.run_dir}"
+    levels = info.config.get("levels", info.codes.get("levels"))
+    if levels != vq.levels:
+        raise JukeboxError(f"{where}: the prior was trained on codes of a {levels}-level VQ-VAE, "
+                           f"the VQ-VAE has {vq.levels} levels")
+    if info.config["l_bins"] != vq.l_bins:
+        raise JukeboxError(f"{where}: the prior has a codebook size of {info.config['l_bins']} "
+                           f"codes, the VQ-VAE's codebook has {vq.l_bins} (l_bins)")
+    hops = info.codes.get("hop_lengths")
+    if hops is not None and tuple(hops) != tuple(vq.hop_lengths):
+        raise JukeboxError(f"{where}: the prior's codes have hop lengths {tuple(hops)}, the "
+                           f"VQ-VAE's {tuple(vq.hop_lengths)}")
+    rate = info.codes.get("sample_rate")
+    if rate is None and info.config.get("labels"):
+        rate = info.config.get("sample_rate")
+    if rate is not None and int(rate) != vq.sample_rate:
+        raise JukeboxError(f"{where}: the prior was trained on codes of {rate} Hz audio, the "
+                           f"VQ-VAE works at a sample rate of {vq.sample_rate} Hz")
+
+
+def _same_run(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
+                   upsampler_dirs: Sequence[str] = ()) -> Hierarchy:
+    """Reads and cross-checks every run's config (no TensorFlow model is built): the returned
+    Hierarchy has vqvae=None and RunInfo objects in `priors`. vqvae_dir defaults to the VQ-VAE
+    run the priors' codes were encoded with (recorded by `jukebox-tf encode`)."""
+    infos: dict[int, RunInfo] = {}
+    given = []
+    if prior_dir is not None:
+        given.append((read_prior_info(prior_dir, "--prior"), "--prior"))
+    for path in upsampler_dirs:
+        given.append((read_prior_info(path, "--upsamplers"), "--upsamplers"))
+    if not given:
+        raise JukeboxError("no prior given: pass --prior (the top-level prior) and/or "
+                           "--upsamplers")
+    notes = []
+    if vqvae_dir is None:
+        recorded = [i.codes.get("vqvae_run") for i, _ in given if i.codes.get("vqvae_run")]
+        if not recorded:
+            raise JukeboxError("no VQ-VAE given: pass --vqvae RUN_DIR (the priors' codes do not "
+                               "record which VQ-VAE run encoded them)")
+        vqvae_dir = recorded[0]
+        notes.append(f"using the VQ-VAE the priors' codes were encoded with: {vqvae_dir}")
+    vq = read_vqvae_config(vqvae_dir)
+    top = vq.levels - 1
+    for info, flag in given:
+        _check_against_vqvae(info, vq, flag)
+        if flag == "--prior" and info.level != top:
+            raise JukeboxError(f"--prior {info.run_dir}: an upsampler (level {info.level}); "
+                               f"--prior takes the top-level prior (level {top}), upsamplers go "
+                               f"to --upsamplers")
+        if flag == "--upsamplers" and info.level == top:
+            raise JukeboxError(f"--upsamplers {info.run_dir}: the top-level prior (level "
+                               f"{top}); pass it as --prior")
+        if info.level in infos:
+            raise JukeboxError(f"{info.run_dir} and {infos[info.level].run_dir} both model "
+                               f"level {info.level}: give one run per level")
+        infos[info.level] = info
+        recorded = info.codes.get("vqvae_run")
+        if recorded and os.path.isdir(recorded) and not _same_run(recorded, vqvae_dir):
+            notes.append(f"{flag} {info.run_dir} was trained on codes of the VQ-VAE in "
+                         f"{recorded}, not {vqvae_dir} (the sizes match; the codes may not)")
+    # Label vocabularies: the top prior's (its ids start every sample), else an upsampler's.
+    vocab_from = infos.get(top) or infos[max(infos)]
+    artists = tuple(vocab_from.codes.get("artists") or (UNKNOWN,))
+    genres = tuple(vocab_from.codes.get("genres") or (UNKNOWN,))
+    for info in infos.values():
+        if info is not vocab_from and info.config.get("labels") and (
+                tuple(info.codes.get("artists") or (UNKNOWN,)) != artists
+                or tuple(info.codes.get("genres") or (UNKNOWN,)) != genres):
+            notes.append(f"{info.run_dir} was trained with other artist/genre vocabularies "
+                         f"than {vocab_from.run_dir}: its labels follow the latter's ids")
+    priors = [infos.get(level) for level in range(vq.levels)]
+    return Hierarchy(None, vq, vqvae_dir, priors, infos, artists, genres, notes)
+
+
+def load_weights(plan: Hierarchy, levels: Sequence[int] | None = None,
+                 use_ema: bool = True) -> Hierarchy:
+    """Loads the VQ-VAE and the priors of `levels` (default: every level with a run) into a
+    plan from plan_hierarchy; the other levels' priors become None."""
+    from jukebox_tf.prior.task import load_prior_run
+    from jukebox_tf.vqvae.task import load_vqvae_run
+
+    levels = set(plan.runs if levels is None else levels)
+    plan.vqvae = load_vqvae_run(plan.vqvae_run, use_ema=use_ema)
+    plan.priors = [load_prior_run(plan.runs[level].run_dir, use_ema=use_ema)
+                   if level in levels and level in plan.runs else None
+                   for level in range(plan.vqvae_config.levels)]
+    return plan
+
+
+def load_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
+                   upsampler_dirs: Sequence[str] = (), use_ema: bool = True) -> Hierarchy:
+    """plan_hierarchy, then the weights: the VQ-VAE and every prior (EMA weights by default)."""
+    return load_weights(plan_hierarchy(vqvae_dir, prior_dir, upsampler_dirs), use_ema=use_ema)
+
+
+def _lookup(name: str, vocab: Sequence[str]) -> int | None:
+    folded = name.strip().casefold()
+    for i, known in enumerate(vocab):
+        if known.casefold() == folded:
+            return i
+    return None
+
+
+def _known(vocab: Sequence[str]) -> str:
+    names = [n for n in vocab if n != UNKNOWN]
+    return ", ".join(repr(n) for n in names) if names else "none: trained without labels"
+
+
+def label_ids(artist: str | None, genres: Sequence[str], artists: Sequence[str],
+              genre_vocab: Sequence[str]) -> tuple[int, list[int], list[str]]:
+    """(artist id, genre word ids, warnings). Names match case-insensitively; genres are split
+    into words as ingest splits them ('synth pop; rock' -> synth, pop, rock); unknown names map
+    to id 0 with a warning listing the known ones. No genre -> [0] ('unknown'), as for tracks
+    without one in training."""
+    from jukebox_tf.audio.metadata import genre_words
+
+    warnings = []
+    artist_id = 0
+    if artist:
+        found = _lookup(artist, artists)
+        if found is None:
+            warnings.append(f"unknown artist {artist!r}: using id 0 ({UNKNOWN}); known "
+                            f"artists: {_known(artists)}")
+        else:
+            artist_id = found
+    genre_ids = []
+    for word in genre_words(" ".join(genres)):
+        found = _lookup(word, genre_vocab)
+        if found is None:
+            warnings.append(f"unknown genre {word!r}: using id 0 ({UNKNOWN}); known genres: "
+                            f"{_known(genre_vocab)}")
+            found = 0
+        genre_ids.append(found)
+    return artist_id, genre_ids, warnings

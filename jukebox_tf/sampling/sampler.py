@@ -1,0 +1,177 @@
+"""Sampling one window of a prior: prime the key/value cache, then draw tokens one at a time.
+
+The whole window is one `tf.function` (optionally XLA-compiled): the prime goes through
+`prior.step` in chunks inside a `tf.while_loop`, and the per-token loop is a second
+`tf.while_loop` whose state is the last token, the fixed-shape cache and the token buffer, so
+no Python runs per token. The samplers are kept per prior and settings, and prime length and
+token count are tensors, so a whole windowed run traces (and compiles) once per batch size.
+
+    tokens = sample_window(prior, cond, prime, n_new=512, temperature=0.99, seed=0)
+
+`sample_window(..., naive=True)` (WindowSampler.sample_naive) draws the same tokens with a
+full forward pass per token and no cache carried over: the reference for tests and for the
+benchmark's scaling comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.filters import pick, seed_key
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0
+    top_p: float = 0.0
+    chunk_size: int = 32  # prime positions per step call
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_k must be >= 0 and top_p in [0, 1], got {self.top_k}, "
+                             f"{self.top_p}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+
+
+def _shifted(tokens):
+    """int32 [B, T] -> [B, T]: the step inputs for positions 0..T-1 (a dummy at position 0,
+    where the prior uses its start token)."""
+    return tf.concat([tf.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+
+
+class WindowSampler:
+    """Compiled window sampling for one prior and one SamplerSettings.
+
+    The cached graph takes the window as a fixed [B, n_ctx] buffer with the prime length and
+    the number of new tokens as tensors, so every window of a level (first, middle, last, any
+    prime length) runs the same graph: one trace (and one XLA compilation) per batch size.
+    """
+
+    def __init__(self, prior, settings: SamplerSettings = SamplerSettings()):
+        self.prior, self.settings = prior, settings
+        jit = settings.jit_compile
+        self._cached = tf.function(self._generate, jit_compile=jit)
+        self._naive = tf.function(self._generate_naive, jit_compile=jit)
+
+    def _pick(self, logits, key, position):
+        s = self.settings
+        return pick(logits, key, position, s.temperature, s.top_k, s.top_p, s.jit_compile)
+
+    def _step_over(self, cond, inputs, cache, start, stop, size):
+        """Feeds step inputs [start, stop) of inputs int32 [B, n_ctx] to the prior in chunks
+        of the static `size` (stop - start a multiple of it); returns the cache."""
+        batch = inputs.shape[0]
+
+        def body(position, cache):
+            chunk = tf.slice(inputs, [0, position], [batch, size])
+            _, cache = self.prior.step(chunk, position, cache, cond)
+            return position + size, cache
+
+        return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
+
+    def _generate(self, cond, tokens, length, n_new, key):
+        """tokens int32 [B, n_ctx]: the prime in [0, length), then anything -> the buffer with
+        n_new sampled tokens written at [length, length + n_new)."""
+        batch, ctx = tokens.shape
+        chunk = min(self.settings.chunk_size, ctx)
+        cache = self.prior.init_cache(batch, cond)
+        inputs = _shifted(tokens)
+        # Whole chunks, then the rest of the prime one position at a time: static step shapes
+        # for any prime length.
+        whole = length // chunk * chunk
+        cache = self._step_over(cond, inputs, cache, tf.constant(0), whole, chunk)
+        cache = self._step_over(cond, inputs, cache, whole, length, 1)
+        last = tf.gather(tokens, tf.maximum(length - 1, 0), axis=1)  # ignored at position 0
+        rows = tf.range(batch)
+
+        def body(position, last, cache, tokens):
+            logits, cache = self.prior.step(last[:, None], position, cache, cond)
+            token = self._pick(logits[:, 0], key, position)
+            index = tf.stack([rows, tf.fill([batch], position)], axis=1)
+            return position + 1, token, cache, tf.tensor_scatter_nd_update(tokens, index, token)
+
+        stop = length + n_new
+        return tf.while_loop(lambda position, *_: position < stop, body,
+                             (length, last, cache, tokens))[3]
+
+    def _generate_naive(self, cond, prime, key, n_new: int):
+        batch, length = prime.shape
+        total = length + n_new
+        tokens = tf.concat([prime, tf.zeros([batch, n_new], tf.int32)], axis=1)
+        rows = tf.range(batch)
+
+        def body(t, tokens):
+            # Everything recomputed from scratch: a fresh cache and all `total` positions (the
+            # causal mask keeps the not-yet-sampled tail from mattering).
+            position = length + t
+            logits, _ = self.prior.step(_shifted(tokens), tf.constant(0),
+                                        self.prior.init_cache(batch, cond), cond)
+            token = self._pick(tf.gather(logits, position, axis=1), key, position)
+            index = tf.stack([rows, tf.fill([batch], position)], axis=1)
+            return t + 1, tf.tensor_scatter_nd_update(tokens, index, token)
+
+        _, tokens = tf.while_loop(lambda t, _: t < n_new, body, (tf.constant(0), tokens))
+        return tokens[:, length:]
+
+    def _checked(self, prime, n_new):
+        prime = np.asarray(prime, np.int32)
+        if prime.ndim != 2:
+            raise ValueError(f"prime must be int [batch, length], got shape {prime.shape}")
+        ctx = prior_api.n_ctx(self.prior)
+        if n_new < 0 or prime.shape[1] + n_new > ctx:
+            raise ValueError(f"a window holds at most n_ctx={ctx} tokens: prime "
+                             f"{prime.shape[1]} + new {n_new}")
+        return prime, ctx
+
+    def sample(self, cond, prime, n_new: int, seed=0) -> np.ndarray:
+        """cond from prior.conditioning, prime int [B, P] (P may be 0), n_new new tokens ->
+        int32 [B, n_new], the tokens at positions P..P + n_new - 1. seed: int or int [2] key."""
+        prime, ctx = self._checked(prime, n_new)
+        batch, length = prime.shape
+        if n_new == 0:
+            return np.zeros([batch, 0], np.int32)
+        buffer = np.zeros([batch, ctx], np.int32)
+        buffer[:, :length] = prime
+        out = self._cached(cond, tf.constant(buffer), tf.constant(length), tf.constant(n_new),
+                           seed_key(seed))
+        return out.numpy()[:, length:length + n_new]
+
+    def sample_naive(self, cond, prime, n_new: int, seed=0) -> np.ndarray:
+        """`sample` by a full forward pass per token over the prime and the new tokens (no
+        cache carried between tokens); traced per (prime length, n_new)."""
+        prime, _ = self._checked(prime, n_new)
+        if n_new == 0:
+            return np.zeros([prime.shape[0], 0], np.int32)
+        return self._naive(cond, tf.constant(prime), seed_key(seed), int(n_new)).numpy()
+
+
+# One WindowSampler per (prior, settings), so repeated windows reuse the traced graphs; weak
+# keys let a prior (and its graphs) be freed.
+_SAMPLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def get_sampler(prior, settings: SamplerSettings) -> WindowSampler:
+    per_prior = _SAMPLERS.setdefault(prior, {})
+    if settings not in per_prior:
+        per_prior[settings] = WindowSampler(prior, settings)
+    return per_prior[settings]
+
+
+def sample_window(prior, cond, prime, n_new: int, *, seed=0, temperature: float = 1.0,
+                  top_k: int = 0, top_p: float = 0.0, chunk_size: int = 32,
+                  jit_compile: bool = False, naive: bool = False) -> np.ndarray:
+    """New tokens int32 [B, n_new] after prime int [B, P]; see WindowSampler.sample."""
+    sampler = get_sampler(prior, SamplerSettings(temperature, top_k, top_p, chunk_size,
+                                                 jit_compile))
+    run = sampler.sample_naive if naive else sampler.sample
+    return run(cond, prime, n_new, seed)

@@ -1,0 +1,240 @@
+"""Prior training data and the train-prior command: windows cut from the codes dataset (codes,
+labels, lyrics and the level above all aligned), sampling and seeds, and end-to-end training."""
+
+import argparse
+import contextlib
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jukebox_tf.audio import records
+from jukebox_tf.prior import lyrics
+from jukebox_tf.prior.config import get_preset
+from jukebox_tf.prior.labels import ARTIST, GENRES, LENGTH, OFFSET, TOTAL_LENGTH
+from jukebox_tf.prior.task import CodesData, PriorTask, _track_tokens, load_prior_run, \
+    prior_run_info
+from jukebox_tf.vqvae.codes import CODES_SCHEMA_VERSION, MANIFEST, SHARD_PATTERN
+
+HOPS = (8, 32, 128)
+L_BINS = 64
+RATE = 1000
+CHUNK = 16 * 128  # samples per chunk: whole tokens at every level
+TRACKS = [  # (top-level tokens, artist id, genre ids, lyrics); tiny n_ctx is 64
+    (150, 1, [1, 2], "la la la, sing along\nthe quick brown fox " * 3),
+    (70, 2, [2], "short words"),
+    (20, 1, [1], ""),  # shorter than one window: padded and masked
+]
+
+
+def code(track, level, token):
+    """The synthetic code at a token: any window can be checked against it."""
+    return (track * 17 + level * 5 + token) % L_BINS
+
+
+def write_codes(out_dir, tracks=TRACKS, artists=("unknown", "ann", "bob"),
+                genres=("unknown", "rock", "pop"), chunk=CHUNK, skip_chunks=()):
+    """A codes dataset as `jukebox-tf encode` writes it (vqvae/codes.py), with known codes."""
+    os.makedirs(out_dir, exist_ok=True)
+    examples, tokens = [], [0, 0, 0]
+    for k, (top_tokens, artist, genre_ids, text) in enumerate(tracks):
+        length = top_tokens * HOPS[-1]
+        for index, offset in enumerate(range(0, length, chunk)):
+            if (k, index) in skip_chunks:
+                continue
+            n = min(chunk, length - offset)
+            feats = {"track_id": f"track{k}", "offset": offset, "num_samples": n,
+                     "track_length": length, "artist": artists[artist], "artist_id": artist,
+                     "genre_ids": np.asarray(genre_ids, np.int64), "lyrics": text,
+                     "schema_version": CODES_SCHEMA_VERSION}
+            for level, hop in enumerate(HOPS):
+                ids = [code(k, level, offset // hop + i) for i in range(-(-n // hop))]
+                feats[f"codes_l{level}"] = np.asarray(ids, "<i2").tobytes()
+                tokens[level] += len(ids)
+            examples.append(records.encode_example(feats))
+    name = SHARD_PATTERN.format(index=0, count=1)
+    records.write_records(os.path.join(out_dir, name), examples)
+    manifest = {"schema_version": CODES_SCHEMA_VERSION, "sample_rate": RATE, "levels": 3,
+                "hop_lengths": list(HOPS), "l_bins": L_BINS, "chunks": len(examples),
+                "tokens": tokens, "artists": list(artists), "genres": list(genres),
+                "vqvae_run": None, "shards": [{"file": name, "chunks": len(examples)}]}
+    with open(os.path.join(out_dir, MANIFEST), "w") as f:
+        json.dump(manifest, f)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def codes_dir(tmp_path_factory):
+    return write_codes(str(tmp_path_factory.mktemp("codes") / "codes"))
+
+
+def numpy_batch(task, seed=(0, 0), batch_size=32):
+    batch = task.sample_batch(tf.constant(seed, tf.int64), batch_size)
+    return {k: v.numpy() for k, v in batch.items()}
+
+
+def track_of(labels):
+    """Track index from the total length in the labels (unique per track here)."""
+    return [t[0] * HOPS[-1] for t in TRACKS].index(labels[TOTAL_LENGTH])
+
+
+# -- windows ----------------------------------------------------------------------------------
+
+def test_top_level_windows_follow_their_tracks(codes_dir):
+    task = PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 32, lyrics=True)
+    config = task.config
+    assert (config.l_bins, config.artist_bins, config.genre_bins) == (L_BINS, 3, 3)
+    assert config.max_duration == np.ceil(150 * 128 / RATE) and config.lyrics
+    batch = numpy_batch(task)
+    n_ctx, hop = config.n_ctx, HOPS[2]
+    assert batch["codes"].shape == (32, n_ctx) and batch["labels"].shape == (32, 4 + 4)
+    seen = set()
+    for codes, mask, y, chars in zip(batch["codes"], batch["mask"], batch["labels"],
+                                     batch["lyrics"]):
+        k = track_of(y)
+        seen.add(k)
+        start, length = y[OFFSET] // hop, TRACKS[k][0]
+        assert y[OFFSET] % hop == 0 and y[LENGTH] == n_ctx * hop
+        assert y[ARTIST] == TRACKS[k][1] and list(y[GENRES:]) == (TRACKS[k][2] + [-1] * 4)[:4]
+        inside = np.arange(start, start + n_ctx) < length
+        np.testing.assert_array_equal(mask, inside)
+        expected = [code(k, 2, t) for t in range(start, start + n_ctx)]
+        np.testing.assert_array_equal(codes[inside], np.asarray(expected)[inside])
+        assert (codes[~inside] == 0).all()
+        assert start + n_ctx <= max(length, n_ctx)  # windows stay inside long tracks
+        window, _ = lyrics.lyric_window(lyrics.encode(TRACKS[k][3]), y[TOTAL_LENGTH],
+                                        y[OFFSET], y[LENGTH], config.n_lyric_tokens)
+        np.testing.assert_array_equal(chars, window)
+    assert seen == {0, 1, 2}
+
+
+def test_upsampler_windows_line_up_with_the_level_above(codes_dir):
+    task = PriorTask.from_codes(get_preset("tiny_upsampler"), codes_dir, 1, 32)
+    config = task.config
+    assert config.is_upsampler and config.hop_ratio == 4 and not config.has_timing
+    batch = numpy_batch(task, seed=(3, 1))
+    assert batch["upper_codes"].shape == (32, config.n_ctx // 4)
+    for codes, upper, y in zip(batch["codes"], batch["upper_codes"], batch["labels"]):
+        k, start = track_of(y), y[OFFSET] // HOPS[1]
+        assert start % 4 == 0
+        inside = np.arange(start, start + config.n_ctx) < TRACKS[k][0] * 4
+        np.testing.assert_array_equal(
+            codes[inside], [code(k, 1, t) for t in range(start, start + config.n_ctx)
+                            if t < TRACKS[k][0] * 4])
+        up_inside = np.arange(start // 4, start // 4 + config.n_ctx // 4) < TRACKS[k][0]
+        np.testing.assert_array_equal(
+            upper[up_inside], [code(k, 2, t) for t in range(start // 4, start // 4 + 16)
+                               if t < TRACKS[k][0]])
+    out = task.build()(batch)
+    assert np.isfinite(float(out["loss"]))
+
+
+def test_tracks_drawn_by_length_and_seeds_reproducible(codes_dir):
+    task = PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 8)
+    batch = numpy_batch(task, seed=(5, 0), batch_size=3000)
+    counts = np.bincount([track_of(y) for y in batch["labels"]], minlength=3) / 3000
+    np.testing.assert_allclose(counts, np.array([150, 70, 20]) / 240, atol=0.03)
+    again = numpy_batch(task, seed=(5, 0), batch_size=3000)
+    np.testing.assert_array_equal(batch["codes"], again["codes"])
+
+    def first(pipeline, seed):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=2)
+        return next(iter(task.dataset(context, seed)))["labels"].numpy()
+
+    a, b = first(0, 1), first(1, 1)
+    assert a.shape == (4, 8) and not np.array_equal(a, b)  # per-replica half of 8
+    np.testing.assert_array_equal(a, first(0, 1))
+    assert not np.array_equal(a, first(0, 2))
+
+
+def test_chunks_placed_at_their_offsets():
+    hop = 8
+
+    def chunk(offset, n):
+        return {"offset": offset, "num_samples": n, 0: np.arange(-(-n // hop)) + offset // hop}
+
+    # Overlap: the second chunk starts inside the first and overwrites its padded tail.
+    codes, valid = _track_tokens([chunk(0, 100), chunk(96, 100)], 0, hop)
+    assert len(codes) == 25 and valid.all()
+    np.testing.assert_array_equal(codes, np.arange(25))
+    # A gap (a chunk missing): its tokens are masked.
+    codes, valid = _track_tokens([chunk(0, 80), chunk(160, 80)], 0, hop)
+    assert list(valid) == [True] * 10 + [False] * 10 + [True] * 10
+
+
+def test_missing_chunks_are_masked(tmp_path):
+    codes_dir = write_codes(str(tmp_path / "codes"), tracks=TRACKS[:1], skip_chunks={(0, 2)})
+    data = CodesData.load(codes_dir, [2])
+    assert data.levels[2].lengths.tolist() == [150]
+    assert (~data.levels[2].valid).nonzero()[0].tolist() == list(range(32, 48))
+
+
+def test_labels_free_dataset_and_config_errors(tmp_path):
+    codes_dir = write_codes(str(tmp_path / "codes"), tracks=[(80, 0, [], "")],
+                            artists=("unknown",), genres=("unknown",))
+    for labels in (True, False):
+        task = PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 4, labels=labels)
+        assert task.config.labels == labels
+        batch = next(iter(task.dataset(None, 0)))
+        assert ("labels" in batch) == labels
+        assert np.isfinite(float(task.loss(task.build(), batch, True)[0]))
+    from jukebox_tf.errors import JukeboxError
+    with pytest.raises(JukeboxError, match="bins"):
+        PriorTask(get_preset("tiny"), codes_dir, 4)  # 32 bins, the codes have 64
+    with pytest.raises(JukeboxError, match="no level 3"):
+        CodesData.load(codes_dir, [3])
+
+
+# -- train-prior ------------------------------------------------------------------------------
+
+def run_cli(*argv):
+    from jukebox_tf.cli import prior as prior_cli
+
+    parser = argparse.ArgumentParser()
+    prior_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([str(a) for a in argv])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_train_prior_resume_and_load(codes_dir, tmp_path):
+    run = tmp_path / "top"
+    common = ("--codes", codes_dir, "--preset", "tiny", "--out", run, "--batch-size", 2,
+              "--quiet", "--log-every", 1, "--checkpoint-every", 2)
+    first = run_cli("train-prior", "--level", 2, "--steps", 2, "--lyrics", "--media-every", 2,
+                    *common)
+    assert "trained the prior (level 2): step 2" in first and "bits/token" in first
+    assert "tensorboard" in first
+    tags = set()
+    for path in glob.glob(str(run / "tensorboard" / "**" / "events.*"), recursive=True):
+        tags.update(v.tag for e in tf.compat.v1.train.summary_iterator(path)
+                    for v in e.summary.value)
+    assert {"bits_per_token", "lyric_bits_per_token", "codes/predicted"} <= tags
+    again = run_cli("train-prior", "--level", 2, "--steps", 3, "--resume", *common)
+    assert "step 3" in again
+    info = prior_run_info(str(run))
+    assert info["codes"]["hop_lengths"] == list(HOPS) and info["codes"]["level"] == 2
+    assert info["codes"]["artists"] == ["unknown", "ann", "bob"]
+    assert info["prior"]["lyrics"] and info["codes"]["sample_rate"] == RATE
+    model = load_prior_run(str(run))
+    task = PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 2, lyrics=True)
+    batch = numpy_batch(task, batch_size=2)
+    cond = model.conditioning(batch)
+    logits, _ = model.step(batch["codes"][:, :1], 0, model.init_cache(2, cond), cond)
+    np.testing.assert_allclose(logits[:, 0], model(batch)["logits"][:, 0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_upsampler(codes_dir, tmp_path):
+    out = run_cli("train-prior", "--level", 1, "--codes", codes_dir, "--preset", "tiny",
+                  "--out", tmp_path / "up", "--steps", 1, "--batch-size", 2, "--quiet")
+    assert "trained the upsampler (level 1): step 1" in out
+    assert prior_run_info(str(tmp_path / "up"))["prior"]["level"] == 1

@@ -1,0 +1,338 @@
+"""Sampling: logit filters against a numpy restatement of the original's filter_logits, the
+compiled cached window loop against a naive full-forward loop, windowed stitching (no gaps or
+overlaps, primes kept, per-window conditioning), and the hierarchy modes with the files they
+write and read back. Stand-in priors (tests/sampling_helpers.py) implement the prior contract."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior import lyrics as lyrics_lib
+from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
+from jukebox_tf.sampling import filters, modes, outputs, windowed
+from jukebox_tf.sampling.sampler import sample_window
+from jukebox_tf.vqvae.config import get_preset
+from jukebox_tf.vqvae.vqvae import build_vqvae
+
+from sampling_helpers import CounterPrior, StandInConfig, StandInPrior
+
+V = 32
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+def reference_filter(logits, top_k=0, top_p=0.0):
+    """The original's filter_logits restated in numpy, one row at a time."""
+    out = logits.copy()
+    for row in out:
+        if top_k:
+            row[row < np.sort(row)[::-1][min(top_k, len(row)) - 1]] = -np.inf
+        if top_p:
+            order = np.argsort(-row, kind="stable")
+            probs = np.exp(row[order] - row[order].max())
+            cumulative = np.cumsum(probs / probs.sum())
+            remove = cumulative > top_p
+            remove[1:], remove[0] = remove[:-1].copy(), False
+            row[order[remove]] = -np.inf
+    return out
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 0.0), (1, 0.0), (5, 0.0), (V + 3, 0.0),
+                                          (0, 0.5), (0, 0.9), (0, 1e-6), (0, 1.0), (8, 0.7)])
+def test_filter_logits_matches_the_original(top_k, top_p):
+    logits = np.random.default_rng(top_k + int(100 * top_p)).normal(0, 2, (6, V))
+    logits = logits.astype(np.float32)
+    got = filters.filter_logits(tf.constant(logits), top_k, top_p).numpy()
+    np.testing.assert_array_equal(got, reference_filter(logits, top_k, top_p))
+    assert np.isfinite(got).sum(axis=1).min() >= 1  # the most likely token always survives
+
+
+def test_draws_follow_the_tempered_distribution_and_the_key():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
+    batch = np.tile(logits, (20000, 1))
+    key = filters.seed_key(7)
+    tokens = filters.pick(batch, key, 3, temperature=0.5).numpy()
+    tempered = np.exp(2 * logits) / np.exp(2 * logits).sum()
+    np.testing.assert_allclose(np.bincount(tokens, minlength=4) / len(tokens), tempered,
+                               atol=0.015)
+    assert (filters.pick(batch, key, 3, temperature=0.5).numpy() == tokens).all()
+    assert (filters.pick(batch, key, 4, temperature=0.5).numpy() != tokens).any()
+    assert (filters.pick(batch, filters.seed_key(8), 3, 0.5).numpy() != tokens).any()
+    # Under XLA: another generator and argmax, the same distribution.
+    compiled = tf.function(lambda: filters.pick(batch, key, 3, 0.5, xla=True),
+                           jit_compile=True)()
+    np.testing.assert_allclose(np.bincount(compiled.numpy(), minlength=4) / len(tokens),
+                               tempered, atol=0.015)
+    # Greedy, and top-k 1 at any temperature, is the argmax; top-p keeps the nucleus only.
+    assert (filters.pick(batch[:5], key, 0, temperature=0.0).numpy() == 0).all()
+    assert (filters.pick(batch[:50], key, 0, 2.0, top_k=1).numpy() == 0).all()
+    assert set(filters.pick(batch[:500], key, 0, 1.0, top_p=0.6).numpy()) == {0, 1}
+
+
+# --- one window: cached loop vs naive ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stand_in():
+    return StandInPrior(StandInConfig(n_ctx=64, blocks=8, l_bins=V, width=32, depth=3))
+
+
+def labels_for(artists, total=20000, genres=(1,)):
+    return np.stack([make_labels(total, 0, 64 * 8, a, genres, 2) for a in artists])
+
+
+@pytest.fixture(scope="module")
+def prime():
+    return np.random.default_rng(0).integers(0, V, (2, 23)).astype(np.int32)
+
+
+@pytest.mark.parametrize("prime_len, settings", [
+    (0, dict(temperature=1.0)),
+    (23, dict(temperature=0.0, chunk_size=5)),
+    (23, dict(temperature=0.9, top_p=0.9, chunk_size=5)),
+])
+def test_cached_loop_draws_what_a_full_forward_per_token_draws(stand_in, prime, prime_len,
+                                                               settings):
+    cond = stand_in.conditioning({"labels": labels_for([1, 2])})
+    args = (stand_in, cond, prime[:, :prime_len], 20)
+    cached = sample_window(*args, seed=3, **settings)
+    naive = sample_window(*args, seed=3, naive=True, **settings)
+    assert cached.shape == (2, 20) and cached.dtype == np.int32
+    np.testing.assert_array_equal(cached, naive)
+    if settings["temperature"]:
+        assert len(np.unique(cached)) > 3  # really sampling, not stuck on one token
+
+
+def test_seed_batch_chunking_and_conditioning(stand_in, prime):
+    settings = dict(temperature=0.9, top_p=0.9)
+    cond = stand_in.conditioning({"labels": labels_for([1, 1])})
+    first = sample_window(stand_in, cond, prime, 20, seed=3, chunk_size=5, **settings)
+    # Same seed, same tokens (however the prime is chunked); another seed, others.
+    for chunk_size in (5, 64):
+        again = sample_window(stand_in, cond, prime, 20, seed=3, chunk_size=chunk_size,
+                              **settings)
+        np.testing.assert_array_equal(again, first)
+    assert (sample_window(stand_in, cond, prime, 20, seed=4, chunk_size=5, **settings)
+            != first).any()
+    # Two samples of one batch draw independently (same labels, same prime).
+    same_prime = np.repeat(prime[:1], 2, axis=0)
+    both = sample_window(stand_in, cond, same_prime, 20, seed=3, chunk_size=5, **settings)
+    assert (both[0] != both[1]).any()
+    # Other labels (artist and timing), other tokens from the same seed and prime.
+    other = stand_in.conditioning({"labels": labels_for([5, 5], total=600)})
+    assert (sample_window(stand_in, other, same_prime, 20, seed=3, chunk_size=5, **settings)
+            != both).any()
+
+
+def test_window_limits(stand_in, prime):
+    cond = stand_in.conditioning({"labels": labels_for([1, 2])})
+    with pytest.raises(ValueError, match="n_ctx=64"):
+        sample_window(stand_in, cond, prime, 64 - 22)
+    assert sample_window(stand_in, cond, prime, 0).shape == (2, 0)
+
+
+def test_xla_compiled_loop_matches_greedy(stand_in, prime):
+    cond = stand_in.conditioning({"labels": labels_for([1, 2])})
+    args = (stand_in, cond, prime, 12)
+    np.testing.assert_array_equal(
+        sample_window(*args, temperature=0.0, chunk_size=5, jit_compile=True),
+        sample_window(*args, temperature=0.0, chunk_size=5))
+
+
+def test_real_top_prior_with_labels_and_lyrics():
+    """The contract as prior.py implements it: cached == naive with the same seed."""
+    prior_lib = pytest.importorskip("jukebox_tf.prior.prior")
+    from jukebox_tf.prior.config import get_preset as prior_preset, with_lyrics
+
+    config = with_lyrics(prior_preset("tiny", l_bins=V, labels=True, artist_bins=8,
+                                      genre_bins=8, sample_rate=22050, max_duration=10.0),
+                         n_tokens=8)
+    prior = prior_lib.build_prior(config)
+    labels = np.stack([make_labels(22050, 0, 0, a, [1], config.max_genre_words) for a in (1, 2)])
+    chars = np.random.default_rng(0).integers(1, 80, (2, 8)).astype(np.int32)
+    cond = prior.conditioning({"labels": labels, "lyrics": chars})
+    prime = np.random.default_rng(1).integers(0, V, (2, 13)).astype(np.int32)
+    args = (prior, cond, prime, 10)
+    settings = dict(seed=2, temperature=1.0, top_k=8)
+    np.testing.assert_array_equal(sample_window(*args, chunk_size=4, **settings),
+                                  sample_window(*args, naive=True, **settings))
+
+
+# --- windowed sampling -------------------------------------------------------------------------
+
+HOPS = (8, 32, 128)
+
+
+def original_starts(total_length, n_ctx, hop_length):
+    starts = []
+    for start in range(0, total_length - n_ctx + hop_length, hop_length):
+        if start + n_ctx >= total_length:
+            start = total_length - n_ctx
+        starts.append(start)
+    return starts
+
+
+@pytest.mark.parametrize("total, n_ctx, hop", [(100, 16, 4), (64, 16, 8), (65, 16, 8),
+                                               (16, 16, 2), (8192 * 3 + 5, 8192, 1024)])
+def test_get_starts(total, n_ctx, hop):
+    starts = windowed.get_starts(total, n_ctx, hop)
+    assert starts == original_starts(total, n_ctx, hop)
+    assert starts[0] == 0 and starts[-1] == total - n_ctx
+    assert all(0 < b - a <= hop for a, b in zip(starts, starts[1:]))
+
+
+def base_labels(batch=2, total=100 * 128):
+    return np.stack([make_labels(total, 0, 0, artist, [2], 1) for artist in range(batch)])
+
+
+@pytest.mark.parametrize("total", [100, 10, 16])
+def test_windows_stitch_without_gaps_or_overlaps(total):
+    prior = CounterPrior(n_ctx=16, l_bins=V, level=2, hop_length=HOPS[2])
+    codes = windowed.sample_level(prior, total, HOPS, labels=base_labels(), hop_fraction=0.25,
+                                  temperature=0.0, progress=False)
+    expected = np.arange(total) % V
+    np.testing.assert_array_equal(codes, np.stack([expected, expected]))
+    starts = windowed.window_starts(total, 16, 0.25)
+    assert len(prior.calls) == len(starts)
+    for call, start in zip(prior.calls, starts):
+        assert (call["labels"][:, OFFSET] == start * HOPS[2]).all()
+        assert (call["labels"][:, LENGTH] == 16 * HOPS[2]).all()
+
+
+def test_upsampler_windows_read_the_matching_upper_codes():
+    upper = np.random.default_rng(1).integers(0, V, (2, 25)).astype(np.int32)
+    prior = CounterPrior(n_ctx=16, l_bins=V, level=1, hop_length=HOPS[1])
+    codes = windowed.upsample(prior, upper, HOPS, labels=base_labels(), hop_fraction=0.5,
+                              temperature=0.0, progress=False)
+    t = np.arange(100)
+    np.testing.assert_array_equal(codes, (t + upper[:, t // 4]) % V)
+    assert all(c["upper_codes"].shape == (2, 4) for c in prior.calls)
+
+
+def test_primed_windows_keep_the_prime_and_feed_it_back():
+    prime = np.random.default_rng(2).integers(0, V, (2, 37)).astype(np.int32)
+    prior = CounterPrior(n_ctx=16, l_bins=V, level=2, hop_length=HOPS[2], mode="chain")
+    codes = windowed.sample_level(prior, 100, HOPS, labels=base_labels(), prime=prime,
+                                  hop_fraction=0.25, temperature=0.0, progress=False)
+    assert codes.shape == (2, 100)
+    np.testing.assert_array_equal(codes[:, :37], prime)
+    np.testing.assert_array_equal(codes[:, 37:], (prime[:, -1:] + np.arange(1, 64)) % V)
+    # Windows wholly inside the prime are skipped.
+    first = prior.calls[0]["labels"][0, OFFSET] // HOPS[2]
+    assert first == [s for s in windowed.get_starts(100, 16, 4) if s + 16 > 37][0]
+
+
+def test_lyrics_follow_each_window():
+    text = "the quick brown fox jumps over the lazy dog " * 3
+    tokens = lyrics_lib.pad_tokens([lyrics_lib.encode(text)] * 2)
+    prior = CounterPrior(n_ctx=16, l_bins=V, level=2, hop_length=HOPS[2], n_lyric_tokens=12)
+    windowed.sample_level(prior, 64, HOPS, labels=base_labels(total=64 * 128), lyrics=tokens,
+                          hop_fraction=0.5, temperature=0.0, progress=False)
+    windows = [tuple(c["lyrics"][0]) for c in prior.calls]
+    for call in prior.calls:
+        offset = int(call["labels"][0, OFFSET])
+        expected, _ = lyrics_lib.lyric_window(tokens[0][0], 64 * 128, offset, 16 * 128, 12)
+        np.testing.assert_array_equal(call["lyrics"], np.stack([expected, expected]))
+    assert len(set(windows)) == len(windows) > 1
+
+
+def test_windowed_transformer_sampling_is_reproducible(stand_in, prime):
+    def run():
+        return windowed.sample_level(stand_in, 100, HOPS, labels=labels_for([1, 3]),
+                                     prime=prime, hop_fraction=0.5, temperature=0.9, seed=5,
+                                     chunk_size=16, progress=False)
+
+    codes = run()
+    assert codes.shape == (2, 100)
+    np.testing.assert_array_equal(codes[:, :23], prime)
+    np.testing.assert_array_equal(run(), codes)
+
+
+# --- hierarchy modes and outputs ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hierarchy():
+    vqvae = build_vqvae(get_preset("tiny"))
+    bins = vqvae.config.l_bins
+
+    def prior(level, n_ctx):
+        return StandInPrior(StandInConfig(n_ctx=n_ctx, blocks=4, l_bins=bins, width=16,
+                                          depth=2, level=level, upper_bins=bins),
+                            seed=level)
+
+    return vqvae, [prior(0, 32), prior(1, 32), prior(2, 16)]
+
+
+SETTINGS = dict(n_samples=2, artist_id=3, genre_ids=[1], temperatures=(0.9, 0.9, 1.0),
+                seed=11, progress=False)
+
+
+def referenced_files(page):
+    return set(re.findall(r'(?:src|href)="([^"]+)"', page))
+
+
+def test_ancestral_writes_every_level_and_continue_upsample_read_it_back(hierarchy, tmp_path):
+    vqvae, priors = hierarchy
+    run = modes.sample_to_dir(str(tmp_path / "a"), "ancestral", vqvae, priors, seconds=0.1,
+                              **SETTINGS)
+    codes, paths = run["codes"], run["paths"]
+    top_tokens = 2176 // 128  # 0.1 s at 22050 Hz, in whole top-level codes
+    assert {level: c.shape for level, c in codes.items()} == {
+        2: (2, top_tokens), 1: (2, top_tokens * 4), 0: (2, top_tokens * 16)}
+    # The page links every file written, and nothing else; no temp files are left.
+    out = tmp_path / "a"
+    files = {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
+    page = open(paths["html"]).read()
+    assert referenced_files(page) == files - {"index.html"}
+    assert len(files) == 3 * (2 + 1) + 2 and not any(".tmp" in f for f in files)
+    assert "ancestral" in page and "temperatures" in page
+    # codes.npz round trip.
+    loaded, metadata = outputs.load_codes_npz(paths["codes"])
+    assert loaded.keys() == codes.keys()
+    for level in codes:
+        np.testing.assert_array_equal(loaded[level], codes[level])
+    assert metadata["settings"]["mode"] == "ancestral" and metadata["sample_rate"] == 22050
+
+    longer = modes.sample_codes("continue", vqvae, priors, codes=loaded, seconds=0.15,
+                                **SETTINGS)
+    for level, c in longer.items():
+        assert c.shape == (2, 3200 // vqvae.config.hop_lengths[level])
+        np.testing.assert_array_equal(c[:, :codes[level].shape[1]], codes[level])
+
+    up = modes.sample_codes("upsample", vqvae, [priors[0], priors[1], None], codes=loaded,
+                            **{**SETTINGS, "seed": 12})
+    np.testing.assert_array_equal(up[2], codes[2])
+    assert up[1].shape == codes[1].shape and up[0].shape == codes[0].shape
+    assert (up[1] != codes[1]).any()  # resampled, with another seed
+
+
+def test_primed_continues_the_prompt_codes_at_every_level(hierarchy):
+    vqvae, priors = hierarchy
+    t = np.arange(1400) / 22050
+    prompt = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    prompt_codes = modes.encode_prompt(vqvae, prompt)
+    assert prompt_codes[2].shape == (1, 1400 // 128)
+    codes = modes.sample_codes("primed", vqvae, [None, priors[1], priors[2]], prompt=prompt,
+                               seconds=0.1, **SETTINGS)
+    assert sorted(codes) == [1, 2]  # no level-0 upsampler: stops at level 1
+    for level in (1, 2):
+        expected = np.repeat(prompt_codes[level], 2, axis=0)
+        np.testing.assert_array_equal(codes[level][:, :expected.shape[1]], expected)
+
+
+def test_mode_errors(hierarchy, tmp_path):
+    vqvae, priors = hierarchy
+    with pytest.raises(JukeboxError, match="unknown sampling mode"):
+        modes.sample_codes("remix", vqvae, priors, seconds=0.1)
+    with pytest.raises(JukeboxError, match="needs saved codes"):
+        modes.sample_codes("continue", vqvae, priors, seconds=0.1)
+    with pytest.raises(JukeboxError, match="longer"):
+        modes.sample_codes("continue", vqvae, priors, seconds=0.01,
+                           codes={2: np.zeros((1, 5), np.int32)}, progress=False)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(JukeboxError, match="not a codes file"):
+        outputs.load_codes_npz(str(bad))
