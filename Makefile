@@ -60,7 +60,7 @@ venv:
 	    touch "$(COMPILED)"; \
 	  fi; \
 	fi
-	@if ! (cd / && "$(PY)" -I -c 'import os, sys, jukebox_tf; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(jukebox_tf.__file__))) != os.path.realpath(sys.argv[1]))' "$(CURDIR)") >/dev/null 2>&1; then \
+	@if ! (cd / && "$(PY)" -I -c 'import os, sys, jukebox_tf, serving; sys.exit(any(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))) != os.path.realpath(sys.argv[1]) for m in (jukebox_tf, serving)))' "$(CURDIR)") >/dev/null 2>&1; then \
 	  echo "installing $(CURDIR) into $(VENV) (editable)" >&2; \
 	  "$(UV)" pip install -q --python "$(PY)" --no-deps -e . >&2; \
 	fi
