@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from jukebox_tf.cli.training_args import add_training_arguments, print_run_location, train_config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,26 +19,11 @@ def register(subparsers) -> None:
     p.add_argument("--codes", required=True, help="codes folder from `jukebox-tf encode`")
     p.add_argument("--preset", default="small", choices=("tiny", "small"),
                    help="transformer size (upsamplers use the preset's _upsampler variant)")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint (with the run's saved config)")
-    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--lyrics", action="store_true",
                    help="top level: condition on lyrics (lyric encoder + cross-attention)")
     p.add_argument("--no-labels", action="store_true",
                    help="no artist/genre/timing conditioning (a learned start token instead)")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--media-every", type=int, default=200)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                   help="compute in float16 (loss-scaled; GPUs) or bfloat16 (CPUs with "
-                        "AVX512-BF16/AMX, TPUs); weights stay float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(p)
     p.set_defaults(func=train)
 
 
@@ -65,22 +52,15 @@ def _task(args):
 
 
 def train(args) -> int:
-    from jukebox_tf.training import TrainConfig, train as train_loop
+    from jukebox_tf.training import train as train_loop
 
     task = _task(args)
-    train_config = TrainConfig(
-        steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
-        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
-        ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-        media_every=args.media_every, seed=args.seed)
-    metrics = train_loop(task, train_config, args.out, resume=args.resume,
+    metrics = train_loop(task, train_config(args), args.out, resume=args.resume,
                          progress=not args.quiet)
     kind = "prior" if not task.config.is_upsampler else "upsampler"
     keys = ("step", "loss", "bits_per_token", "accuracy", "lyric_bits_per_token")
     print(f"trained the {kind} (level {task.config.level}): "
           + ", ".join(f"{k.replace('_', ' ').replace(' per ', '/')} {metrics[k]:.4g}"
                       for k in keys if k in metrics))
-    logs = os.path.join(args.out, "tensorboard")
-    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {logs})")
+    print_run_location(args.out)
     return 0

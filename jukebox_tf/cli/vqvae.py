@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from jukebox_tf.cli.training_args import add_training_arguments, print_run_location, train_config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,23 +14,9 @@ def register(subparsers) -> None:
         "multi-worker). Checkpoints, TensorBoard logs and the config go to --out.")
     p.add_argument("--data", required=True, help="dataset folder from `jukebox-tf ingest`")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"))
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
+    add_training_arguments(p)
     p.add_argument("--sample-length", type=int, help="training window in samples "
                    "(default: the preset's)")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--media-every", type=int, default=200)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                   help="compute in float16 (loss-scaled; GPUs) or bfloat16 (CPUs with "
-                        "AVX512-BF16/AMX, TPUs); weights stay float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=train)
 
     p = subparsers.add_parser(
@@ -58,7 +46,7 @@ def train(args) -> int:
     import dataclasses
     import json
 
-    from jukebox_tf.training import TrainConfig, train as train_loop
+    from jukebox_tf.training import train as train_loop
     from jukebox_tf.vqvae import get_preset
     from jukebox_tf.vqvae.task import VQVAETask
 
@@ -71,20 +59,13 @@ def train(args) -> int:
         with open(task_json) as f:
             saved_stats = json.load(f).get("data_stats") or None  # the normalisers stay fixed
     task = VQVAETask(config, args.data, args.batch_size, saved_stats)
-    train_config = TrainConfig(
-        steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
-        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
-        ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-        media_every=args.media_every, seed=args.seed)
-    metrics = train_loop(task, train_config, args.out, resume=args.resume,
+    metrics = train_loop(task, train_config(args), args.out, resume=args.resume,
                          progress=not args.quiet)
     keys = ["step", "loss"] + [f"spectral_convergence_db/l{l}" for l in range(config.levels)] + [
         f"usage/l{l}" for l in range(config.levels)]
     print("trained the VQ-VAE: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in keys
                                              if k in metrics))
-    logs = os.path.join(args.out, "tensorboard")
-    print(f"  run: {args.out} (TensorBoard: tensorboard --logdir {logs})")
+    print_run_location(args.out)
     return 0
 
 

@@ -334,17 +334,9 @@ class PriorTask:
 def prior_run_info(run_dir: str) -> dict:
     """task.json of a `train-prior` run: {"prior": config dict, "codes": {level, levels,
     hop_lengths, l_bins, sample_rate, artists, genres, vqvae_run}, ...}."""
-    from jukebox_tf.training.run_dir import task_config_path
+    from jukebox_tf.training.run_dir import read_task_json
 
-    path = task_config_path(run_dir)
-    if not os.path.isfile(path):
-        raise JukeboxError(f"{run_dir!r} is not a prior run directory: {path} is missing "
-                           f"(train one with `jukebox-tf train-prior`)")
-    with open(path) as f:
-        saved = json.load(f)
-    if "prior" not in saved:
-        raise JukeboxError(f"{path}: not a prior run (no 'prior' config in it)")
-    return saved
+    return read_task_json(run_dir, "prior", "prior", "train-prior")
 
 
 def load_prior_run(run_dir: str, use_ema: bool = True):

@@ -31,6 +31,22 @@ def task_config_path(run_dir: str) -> str:
     return os.path.join(run_dir, "task.json")
 
 
+def read_task_json(run_dir: str, key: str, what: str, command: str) -> dict:
+    """task.json of a run whose task saved its config under `key` ("vqvae", "prior"); clear
+    errors for a folder that is not a `what` run. `command` trains one (for the message)."""
+    from jukebox_tf.errors import JukeboxError
+
+    path = task_config_path(run_dir)
+    if not tf.io.gfile.exists(path):
+        raise JukeboxError(f"{run_dir!r} is not a {what} run directory: {path} is missing "
+                           f"(train one with `jukebox-tf {command}`)")
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f)
+    if key not in saved:
+        raise JukeboxError(f"{path}: not a {what} run (no {key!r} config in it)")
+    return saved
+
+
 def write_json(path: str, obj) -> None:
     """Writes to a temporary name, then renames over `path`: readers never see half a file."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"

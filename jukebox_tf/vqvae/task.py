@@ -95,19 +95,9 @@ class VQVAETask:
 
 def load_vqvae_run(run_dir: str, use_ema: bool = True):
     """The trained VQ-VAE of a `train-vqvae` run directory (EMA weights by default)."""
-    import json
-    import os
-
     from jukebox_tf.training import restore_for_eval
-    from jukebox_tf.training.run_dir import task_config_path
+    from jukebox_tf.training.run_dir import read_task_json
 
-    path = task_config_path(run_dir)
-    if not os.path.isfile(path):
-        raise JukeboxError(f"{run_dir!r} is not a VQ-VAE run directory: {path} is missing "
-                           f"(train one with `jukebox-tf train-vqvae`)")
-    with open(path) as f:
-        saved = json.load(f)
-    if "vqvae" not in saved:
-        raise JukeboxError(f"{path}: not a VQ-VAE run (no 'vqvae' config in it)")
+    saved = read_task_json(run_dir, "vqvae", "VQ-VAE", "train-vqvae")
     task = VQVAETask(VQVAEConfig.from_dict(saved["vqvae"]), None, 1, saved.get("data_stats"))
     return restore_for_eval(task, run_dir, use_ema=use_ema)

@@ -1,0 +1,41 @@
+"""The training-loop options that `train-vqvae` and `train-prior` share, and the TrainConfig
+they make."""
+
+from __future__ import annotations
+
+
+def add_training_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--batch-size", type=int, default=4, help="global batch (default 4)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--media-every", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns the weight EMA off")
+    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                   help="compute in float16 (loss-scaled; GPUs) or bfloat16 (TPUs, recent "
+                        "GPUs); weights stay float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train_config(args):
+    """The TrainConfig of the parsed options (warm-up at most a tenth of the steps)."""
+    from jukebox_tf.training import TrainConfig
+
+    return TrainConfig(
+        steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
+        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
+        ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        media_every=args.media_every, seed=args.seed)
+
+
+def print_run_location(run_dir: str) -> None:
+    import os
+
+    logs = os.path.join(run_dir, "tensorboard")
+    print(f"  run: {run_dir} (TensorBoard: tensorboard --logdir {logs})")
