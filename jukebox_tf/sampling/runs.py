@@ -3,7 +3,7 @@ the top-level prior and the upsamplers of `train-prior`, checked against each ot
 weights are loaded, and artist / genre names turned into the ids the priors were trained with.
 
     runs = load_hierarchy("runs/vqvae", "runs/top", ["runs/up1", "runs/up0"])
-    artist_id, genre_ids, notes = runs.label_ids("Willow Harper", ["folk"])
+    artist_id, genre_ids, warnings = runs.label_ids("Willow Harper", ["folk"])
     codes = sample_codes("ancestral", runs.vqvae, runs.priors, seconds=5, artist_id=artist_id,
                          genre_ids=genre_ids)
 
@@ -13,7 +13,6 @@ weights are loaded, and artist / genre names turned into the ids the priors were
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Sequence
 
@@ -41,7 +40,8 @@ class Hierarchy:
     runs: dict[int, RunInfo]  # level -> the run it comes from
     artists: tuple[str, ...]  # the label vocabularies the ids index (id 0 = unknown)
     genres: tuple[str, ...]
-    notes: list[str]  # warnings found while checking the runs, for the user
+    notes: list[str]  # what was chosen for the user (e.g. the default VQ-VAE run)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # doubtful combinations
 
     @property
     def top(self) -> int:
@@ -62,28 +62,24 @@ class Hierarchy:
 
 
 def _require_dir(path: str, what: str, flag: str):
+    import tensorflow as tf
+
     if not path:
         raise JukeboxError(f"no {what} given: pass {flag} RUN_DIR")
-    if not os.path.isdir(path):
+    if not tf.io.gfile.isdir(path):
         raise JukeboxError(f"{flag} {path}: no such directory (the run directory of {what})")
 
 
 def read_vqvae_config(run_dir: str, flag: str = "--vqvae"):
     """The VQVAEConfig saved in a `train-vqvae` run directory (no weights loaded)."""
-    from jukebox_tf.training.run_dir import task_config_path
+    from jukebox_tf.training.run_dir import read_task_json
     from jukebox_tf.vqvae.config import VQVAEConfig
 
     _require_dir(run_dir, "the VQ-VAE", flag)
-    path = task_config_path(run_dir)
-    if not os.path.isfile(path):
-        raise JukeboxError(f"{flag} {run_dir}: not a VQ-VAE run directory ({path} is missing; "
-                           f"train one with `jukebox-tf train-vqvae`)")
-    with open(path) as f:
-        saved = json.load(f)
-    if "vqvae" not in saved:
-        kind = "a prior run" if "prior" in saved else "not a VQ-VAE run"
-        raise JukeboxError(f"{flag} {run_dir}: {kind}, not a VQ-VAE run (no 'vqvae' config in "
-                           f"{path})")
+    try:
+        saved = read_task_json(run_dir, "vqvae", "VQ-VAE", "train-vqvae")
+    except JukeboxError as e:
+        raise JukeboxError(f"{flag} {run_dir}: {e}") from None
     return VQVAEConfig.from_dict(saved["vqvae"])
 
 
@@ -139,7 +135,7 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
     if not given:
         raise JukeboxError("no prior given: pass --prior (the top-level prior) and/or "
                            "--upsamplers")
-    notes = []
+    notes, warnings = [], []
     if vqvae_dir is None:
         recorded = [i.codes.get("vqvae_run") for i, _ in given if i.codes.get("vqvae_run")]
         if not recorded:
@@ -164,8 +160,9 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
         infos[info.level] = info
         recorded = info.codes.get("vqvae_run")
         if recorded and os.path.isdir(recorded) and not _same_run(recorded, vqvae_dir):
-            notes.append(f"{flag} {info.run_dir} was trained on codes of the VQ-VAE in "
-                         f"{recorded}, not {vqvae_dir} (the sizes match; the codes may not)")
+            warnings.append(f"{flag} {info.run_dir} was trained on codes of the VQ-VAE in "
+                            f"{recorded}, not {vqvae_dir} (the sizes match; the codes may "
+                            f"not)")
     # Label vocabularies: the top prior's (its ids start every sample), else an upsampler's.
     vocab_from = infos.get(top) or infos[max(infos)]
     artists = tuple(vocab_from.codes.get("artists") or (UNKNOWN,))
@@ -174,10 +171,11 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
         if info is not vocab_from and info.config.get("labels") and (
                 tuple(info.codes.get("artists") or (UNKNOWN,)) != artists
                 or tuple(info.codes.get("genres") or (UNKNOWN,)) != genres):
-            notes.append(f"{info.run_dir} was trained with other artist/genre vocabularies "
-                         f"than {vocab_from.run_dir}: its labels follow the latter's ids")
+            warnings.append(f"{info.run_dir} was trained with other artist/genre "
+                            f"vocabularies than {vocab_from.run_dir}: its labels follow the "
+                            f"latter's ids")
     priors = [infos.get(level) for level in range(vq.levels)]
-    return Hierarchy(None, vq, vqvae_dir, priors, infos, artists, genres, notes)
+    return Hierarchy(None, vq, vqvae_dir, priors, infos, artists, genres, notes, warnings)
 
 
 def load_weights(plan: Hierarchy, levels: Sequence[int] | None = None,
