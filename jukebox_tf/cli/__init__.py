@@ -13,10 +13,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jukebox_tf import __version__
-from jukebox_tf.cli import demo, ingest, make_demo_data, prior, sample, serve, vqvae
+from jukebox_tf.cli import demo, export, ingest, make_demo_data, prior, sample, serve, vqvae
 from jukebox_tf.errors import JukeboxError
 
-COMMANDS = (ingest, make_demo_data, vqvae, prior, sample, serve, demo)
+COMMANDS = (ingest, make_demo_data, vqvae, prior, sample, export, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,189 @@
+"""Windowed sampling of a level entirely in graph, for the exported `sample`, `upsample` and
+`generate` signatures: the loop over windows and the token loop inside each are
+`tf.while_loop`s, and temperature, top-k, top-p, seed, lengths and batch size are tensors.
+
+It draws the same tokens as the library (sampling/windowed.py `sample_level` driving
+sampler.py's cached window loop, uncompiled) for the same inputs: the same prime chunking,
+the same Gumbel noise keys (`seed_key(seed, level, window start)`, folded with the position)
+and the same logit filters (filters.py), here with tensor settings:
+
+    codes = sample_level_graph(prior, level, total_tokens, hop_lengths, labels, settings,
+                               lyric_tokens=..., lyric_lengths=..., upper_codes=..., prime=...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import tensorflow as tf
+
+from jukebox_tf.prior.labels import LENGTH, OFFSET, TOTAL_LENGTH
+from jukebox_tf.prior.lyrics import lyric_window_tf
+from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.filters import FILTERED, argmax, draw
+
+
+@dataclasses.dataclass
+class GraphSettings:
+    """The per-request sampling settings, as scalar tensors."""
+
+    temperature: tf.Tensor  # float32; 0 = greedy
+    top_k: tf.Tensor  # int32; 0 = off
+    top_p: tf.Tensor  # float32; 0 = off
+    seed: tf.Tensor  # int64
+
+
+def seed_key_graph(seed, *salts) -> tf.Tensor:
+    """filters.seed_key in graph: int64 [2] key of an int64 seed, each int32 salt folded in
+    (fold_in draws in its data's dtype, so salts must be int32 as the library's ints are)."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    for salt in salts:
+        key = tf.cast(tf.random.experimental.stateless_fold_in(key, tf.cast(salt, tf.int32)),
+                      tf.int64)
+    return key
+
+
+def filter_logits_graph(logits, top_k, top_p) -> tf.Tensor:
+    """filters.filter_logits with tensor top_k (int32) and top_p (float32)."""
+    vocab = logits.shape[-1]
+
+    def keep_top_k(x):
+        kth = tf.math.top_k(x, k=tf.minimum(tf.maximum(top_k, 1), vocab),
+                            sorted=True).values[:, -1:]
+        return tf.where(x < kth, tf.cast(FILTERED, x.dtype), x)
+
+    def keep_top_p(x):
+        ranked = tf.sort(x, axis=-1, direction="DESCENDING")
+        probs = tf.nn.softmax(tf.cast(ranked, tf.float32), axis=-1)
+        above = tf.cumsum(probs, axis=-1, exclusive=True)
+        n_keep = tf.reduce_sum(tf.cast(above <= top_p, tf.int32), axis=-1, keepdims=True)
+        threshold = tf.gather(ranked, tf.maximum(n_keep, 1) - 1, batch_dims=1)
+        return tf.where(x < threshold, tf.cast(FILTERED, x.dtype), x)
+
+    logits = tf.cond((top_k > 0) & (top_k < vocab), lambda: keep_top_k(logits),
+                     lambda: tf.identity(logits))
+    return tf.cond(top_p > 0.0, lambda: keep_top_p(logits), lambda: tf.identity(logits))
+
+
+def pick_graph(logits, key, position, settings: GraphSettings) -> tf.Tensor:
+    """filters.pick with tensor settings: logits float32 [B, V] -> int32 [B]."""
+    temperature = settings.temperature
+
+    def sampled():
+        x = tf.cast(logits, tf.float32)
+        # As process_logits: divided only when the temperature is not 1 (x / 1 == x anyway).
+        x = x / tf.where(temperature > 0.0, temperature, 1.0)
+        return draw(filter_logits_graph(x, settings.top_k, settings.top_p), key, position)
+
+    return tf.cond(temperature > 0.0, sampled, lambda: argmax(logits))
+
+
+def _shifted(tokens):
+    return tf.concat([tf.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+
+
+def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: GraphSettings,
+                        chunk_size: int = 32, step=None) -> tf.Tensor:
+    """sampler.WindowSampler._generate with tensor settings and batch size: tokens int32
+    [B, n_ctx] with the prime in [0, length) -> the buffer with n_new tokens sampled at
+    [length, length + n_new). step: prior.step or a tf.function of it (one trace per step
+    length, shared by every loop that calls it)."""
+    step = step or prior.step
+    ctx = tokens.shape[1]
+    batch = tf.shape(tokens)[0]
+    chunk = min(chunk_size, ctx)
+    cache = prior.init_cache(batch, cond)
+    inputs = _shifted(tokens)
+
+    def step_over(cache, start, stop, size):
+        def body(position, cache):
+            piece = tf.slice(inputs, tf.stack([0, position]), [-1, size])
+            _, cache = step(piece, position, cache, cond)
+            return position + size, cache
+
+        return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
+
+    whole = length // chunk * chunk
+    cache = step_over(cache, tf.constant(0), whole, chunk)
+    cache = step_over(cache, whole, length, 1)
+    last = tf.gather(tokens, tf.maximum(length - 1, 0), axis=1)
+    rows = tf.range(batch)
+
+    def body(position, last, cache, tokens):
+        logits, cache = step(last[:, None], position, cache, cond)
+        token = pick_graph(logits[:, 0], key, position, settings)
+        index = tf.stack([rows, tf.fill([batch], position)], axis=1)
+        return position + 1, token, cache, tf.tensor_scatter_nd_update(tokens, index, token)
+
+    stop = length + n_new
+    return tf.while_loop(lambda position, *_: position < stop, body,
+                         (length, last, cache, tokens))[3]
+
+
+def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[int], labels,
+                       settings: GraphSettings, *, hop_fraction: float, lyric_tokens=None,
+                       lyric_lengths=None, upper_codes=None, prime=None,
+                       chunk_size: int = 32, step=None) -> tf.Tensor:
+    """windowed.sample_level in graph: codes int32 [B, total_tokens] of `level`.
+
+    labels int32 [B, 4 + G]: base rows (total length and the track offset; each window sets
+    its own offset and length). lyric_tokens int32 [B, L] / lyric_lengths int32 [B]: the whole
+    lyrics, for priors with lyrics. upper_codes int32 [B, T_above]: the level above, for
+    upsamplers. prime int32 [B, P] (P may be 0): codes kept as they are. step: see
+    sample_window_graph.
+    """
+    ctx = prior_api.n_ctx(prior)
+    hop_length = int(hop_lengths[level])
+    hop = int(hop_fraction * ctx)
+    if not 0 < hop <= ctx:
+        raise ValueError(f"hop_fraction {hop_fraction} gives a hop of {hop} tokens for "
+                         f"n_ctx={ctx}: need 0 < hop <= n_ctx")
+    n_lyric = prior_api.n_lyric_tokens(prior)
+    ratio = None
+    if upper_codes is not None:
+        ratio = int(hop_lengths[level + 1]) // hop_length
+        if hop % ratio or ctx % ratio:
+            raise ValueError(f"level {level}: the window hop {hop} and n_ctx {ctx} must be "
+                             f"multiples of the hop ratio {ratio} to the level above")
+    batch = tf.shape(labels)[0]
+    total_tokens = tf.cast(total_tokens, tf.int32)
+    codes = (tf.zeros([batch, 0], tf.int32) if prime is None
+             else tf.cast(prime, tf.int32))
+    fits = total_tokens <= ctx
+    n_windows = tf.where(fits, 1, (total_tokens - ctx + 2 * hop - 1) // hop)
+
+    def window(start, codes):
+        current = tf.shape(codes)[1]
+        end = tf.minimum(start + ctx, total_tokens)
+        prime_len, n_new = current - start, end - current
+        buffer = tf.pad(codes[:, start:], [[0, 0], [0, ctx - prime_len]])
+        buffer = tf.ensure_shape(buffer, [None, ctx])
+        columns = tf.range(labels.shape[1])[None]
+        y = tf.where(columns == OFFSET, labels + start * hop_length, labels)
+        y = tf.where(columns == LENGTH, ctx * hop_length, y)
+        inputs = {"labels": y}
+        if n_lyric:
+            inputs["lyrics"] = lyric_window_tf(lyric_tokens, y[:, TOTAL_LENGTH], y[:, OFFSET],
+                                               y[:, LENGTH], n_lyric, lengths=lyric_lengths)[0]
+        if ratio is not None:
+            width = ctx // ratio
+            part = upper_codes[:, start // ratio:start // ratio + width]
+            part = tf.pad(part, [[0, 0], [0, width - tf.shape(part)[1]]])
+            inputs["upper_codes"] = tf.ensure_shape(part, [None, width])
+        cond = prior.conditioning(inputs, training=False)
+        key = seed_key_graph(settings.seed, level, start)
+        out = sample_window_graph(prior, cond, buffer, prime_len, n_new, key, settings,
+                                  chunk_size, step)
+        return tf.concat([codes, out[:, prime_len:prime_len + n_new]], axis=1)
+
+    def body(w, codes):
+        start = tf.where(fits, 0, tf.minimum(w * hop, total_tokens - ctx))
+        end = tf.minimum(start + ctx, total_tokens)
+        codes = tf.cond(end > tf.shape(codes)[1], lambda: window(start, codes),
+                        lambda: tf.identity(codes))
+        return w + 1, codes
+
+    _, codes = tf.while_loop(lambda w, _: w < n_windows, body, (tf.constant(0), codes),
+                             shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))
+    return codes

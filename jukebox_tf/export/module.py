@@ -1,0 +1,498 @@
+"""The exported model: a `tf.Module` whose `tf.function`s are the SavedModel's signatures.
+
+Everything a request needs runs in graph (stock ops only; no Python-side state, no custom
+ops): the sample-rate check, name -> id lookups (tf.lookup.StaticHashTable), lyric
+tokenization, label rows, the windowed token loops with their key/value caches
+(graph_sampling.py), the VQ-VAE's encoders and decoders. The Keras models' variables are
+tracked by the module through plain lists of their tf.Variables (Keras 3 keeps sublayer lists
+where TensorFlow's object tracking does not look), and the Keras objects themselves are left
+out of the saved object graph, so loading needs TensorFlow only.
+
+Signatures (B = batch, open; int32 unless noted; see SIGNATURES for the text):
+
+- encode(audio float32 [B, S], sample_rate []) -> codes_l0 [B, S/hop0], codes_l1, codes_l2
+- decode(codes [B, N], level []) -> audio float32 [B, N * hop_level]
+- sample(artist string [B], genres string [B], lyrics string [B], total_seconds float32 [],
+         offset_seconds float32 [], n_tokens [], temperature float32 [], top_k [],
+         top_p float32 [], seed int64 [], prime [B, P]) -> codes [B, n_tokens]
+- upsample(codes [B, N], level [], artist, genres, total_seconds, offset_seconds, temperature,
+           top_k, top_p, seed) -> codes [B, N * hop_ratio]
+- generate = serving_default(artist, genres, lyrics, seconds float32 [], total_seconds,
+           temperature, top_k, top_p, seed) -> audio float32 [B, S], codes_l<level> ...
+- metadata() -> sample_rate, hop_lengths, ...
+(audio is [B, S, channels] instead for a VQ-VAE with more than one channel.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Sequence
+
+import tensorflow as tf
+
+from jukebox_tf.export.graph_sampling import GraphSettings, sample_level_graph
+from jukebox_tf.prior.lyrics import tokenize_tf
+from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.windowed import HOP_FRACTIONS
+from jukebox_tf.training.ema import tf_variable
+
+UNKNOWN = "unknown"
+
+SIGNATURES = {
+    "encode": "audio float32 [batch, samples] at the model's sample rate (cut to whole "
+              "top-level codes) + sample_rate int32 [] -> codes_l<level> int32 [batch, "
+              "samples / hop_length] for every level",
+    "decode": "codes int32 [batch, n] of one level + level int32 [] -> audio float32 "
+              "[batch, n * hop_length]",
+    "sample": "conditioning + settings -> codes int32 [batch, n_tokens] of the top level "
+              "(the prime's codes first)",
+    "upsample": "codes int32 [batch, n] of level + 1 + level int32 [] + conditioning + "
+                "settings -> codes int32 [batch, n * hop_ratio] of `level`",
+    "generate": "conditioning + seconds -> audio float32 [batch, samples] and the codes of "
+                "every sampled level; also serving_default",
+    "metadata": "no inputs -> sample rate, hop lengths, codebook size, context lengths, "
+                "vocabularies, version, and everything as JSON",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportInfo:
+    """What the export bakes in besides the weights."""
+
+    version: int
+    artists: tuple[str, ...] = (UNKNOWN,)
+    genres: tuple[str, ...] = (UNKNOWN,)
+    hop_fractions: tuple[float, ...] = HOP_FRACTIONS
+    chunk_size: int = 32
+    model_name: str = "jukebox"
+
+
+class _Models:
+    """The Keras models and the functions shared by the signatures, out of TensorFlow's
+    object tracking (a plain Python object): the saved object graph holds only the module's
+    signature functions, variable lists and tables."""
+
+    def __init__(self, vqvae, priors):
+        self.vqvae, self.priors = vqvae, list(priors)
+        self.level_fns: dict = {}  # level -> tf.function sampling that level (one trace)
+        self.decode_fns: dict = {}  # level -> tf.function decoding that level's codes
+
+
+def _table(vocab: Sequence[str]) -> tf.lookup.StaticHashTable:
+    """Lower-cased, stripped name -> its index in `vocab` (the first, on duplicates); -1
+    when absent."""
+    keys, values = [], []
+    for i, name in enumerate(vocab):
+        key = name.strip().lower()
+        if key not in keys:
+            keys.append(key)
+            values.append(i)
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [""], tf.string),
+                                            tf.constant(values or [0], tf.int32)),
+        default_value=-1)
+
+
+def _scalar(dtype, name):
+    return tf.TensorSpec([], dtype, name=name)
+
+
+class JukeboxModule(tf.Module):
+    """See the module docstring. `priors` is indexed by level (None where absent)."""
+
+    def __init__(self, vqvae, priors: Sequence, info: ExportInfo):
+        super().__init__(name="jukebox")
+        config = vqvae.config
+        if len(priors) != config.levels:
+            raise ValueError(f"give one prior (or None) per VQ-VAE level: {len(priors)} for "
+                             f"{config.levels} levels")
+        self._models = _Models(vqvae, priors)
+        self._info = info
+        self._config = config
+        self.vqvae_variables = [tf_variable(v) for v in vqvae.variables]
+        self.prior_variables = {f"level_{level}": [tf_variable(v) for v in prior.variables]
+                                for level, prior in enumerate(priors) if prior is not None}
+        self.artist_table = _table(info.artists)
+        self.genre_table = _table(info.genres)
+        self._check_priors()
+
+        channels = config.channels
+        audio_shape = [None, None] if channels == 1 else [None, None, channels]
+        self.encode = tf.function(self._encode, autograph=False, input_signature=[
+            tf.TensorSpec(audio_shape, tf.float32, name="audio"), _scalar(tf.int32, "sample_rate")])
+        self.decode = tf.function(self._decode, autograph=False, input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="codes"), _scalar(tf.int32, "level")])
+        self.metadata = tf.function(self._metadata, autograph=False, input_signature=[])
+        strings = tf.TensorSpec([None], tf.string)
+        settings = [_scalar(tf.float32, "temperature"), _scalar(tf.int32, "top_k"),
+                    _scalar(tf.float32, "top_p"), _scalar(tf.int64, "seed")]
+        if self.top_prior is not None:
+            self.sample = tf.function(self._sample, autograph=False, input_signature=[
+                strings, strings, strings, _scalar(tf.float32, "total_seconds"),
+                _scalar(tf.float32, "offset_seconds"), _scalar(tf.int32, "n_tokens"),
+                *settings, tf.TensorSpec([None, None], tf.int32, name="prime")])
+            self.generate = tf.function(self._generate, autograph=False, input_signature=[
+                strings, strings, strings, _scalar(tf.float32, "seconds"),
+                _scalar(tf.float32, "total_seconds"), *settings])
+        if self.upsampler_levels:
+            self.upsample = tf.function(self._upsample, autograph=False, input_signature=[
+                tf.TensorSpec([None, None], tf.int32, name="codes"), _scalar(tf.int32, "level"),
+                strings, strings, _scalar(tf.float32, "total_seconds"),
+                _scalar(tf.float32, "offset_seconds"), *settings])
+
+    # -- structure -----------------------------------------------------------------------------
+
+    @property
+    def levels(self) -> int:
+        return self._config.levels
+
+    @property
+    def top_prior(self):
+        return self._models.priors[-1]
+
+    @property
+    def upsampler_levels(self) -> list[int]:
+        return [level for level, p in enumerate(self._models.priors[:-1]) if p is not None]
+
+    @property
+    def generated_levels(self) -> list[int]:
+        """Levels `generate` samples: the top, then down while upsamplers follow."""
+        out = []
+        for level in reversed(range(self.levels)):
+            if self._models.priors[level] is None:
+                break
+            out.append(level)
+        return out
+
+    def signature_names(self) -> list[str]:
+        names = ["encode", "decode"]
+        if self.top_prior is not None:
+            names.append("sample")
+        if self.upsampler_levels:
+            names.append("upsample")
+        if self.top_prior is not None:
+            names.append("generate")
+        return names + ["metadata"]
+
+    def signatures(self) -> dict:
+        """{name: tf.function} for tf.saved_model.save; generate is also serving_default (the
+        metadata signature when there is no top prior). The functions, not concrete ones:
+        the save traces them in its own context (a trace made before it would be redone)."""
+        out = {name: getattr(self, name) for name in self.signature_names()}
+        out["serving_default"] = out.get("generate", out["metadata"])
+        return out
+
+    def _check_priors(self):
+        config = self._config
+        for level, prior in enumerate(self._models.priors):
+            if prior is None:
+                continue
+            pc = prior.config
+            if prior_api.prior_level(prior) != level:
+                raise ValueError(f"priors[{level}] models level {prior_api.prior_level(prior)}")
+            if pc.l_bins != config.l_bins:
+                raise ValueError(f"the level-{level} prior has {pc.l_bins} codes, the VQ-VAE "
+                                 f"{config.l_bins}")
+            if prior_api.timing_sample_rate(prior) not in (None, config.sample_rate):
+                raise ValueError(f"the level-{level} prior times audio at "
+                                 f"{prior_api.timing_sample_rate(prior)} Hz, the VQ-VAE works "
+                                 f"at {config.sample_rate} Hz")
+            if level < self.levels - 1:
+                ratio = config.hop_lengths[level + 1] // config.hop_lengths[level]
+                if prior_api.hop_ratio(prior) not in (None, ratio):
+                    raise ValueError(f"the level-{level} upsampler upsamples by "
+                                     f"{prior_api.hop_ratio(prior)}, the VQ-VAE's hop lengths "
+                                     f"{config.hop_lengths} by {ratio}")
+                ctx = prior_api.n_ctx(prior)
+                hop = int(self._hop_fraction(level) * ctx)
+                if not 0 < hop <= ctx or hop % ratio or ctx % ratio:
+                    raise ValueError(f"level {level}: windows of n_ctx={ctx} tokens every "
+                                     f"{hop} (hop fraction {self._hop_fraction(level)}) do not "
+                                     f"line up with the level above (hop ratio {ratio})")
+
+    # -- conditioning in graph -----------------------------------------------------------------
+
+    def _ids(self, table, vocab_size: int, names) -> tf.Tensor:
+        """Names (any case, padded) -> ids: the vocabulary's, else a decimal id below
+        vocab_size, else 0 (unknown)."""
+        key = tf.strings.lower(tf.strings.strip(names), encoding="utf-8")
+        found = table.lookup(key)
+        digits = tf.strings.regex_full_match(key, "[0-9]{1,9}")
+        number = tf.strings.to_number(tf.where(digits, key, "0"), tf.int32)
+        number = tf.where(digits & (number < vocab_size), number, 0)
+        return tf.where(found >= 0, found, number)
+
+    def _genre_ids(self, genres, max_words: int) -> tf.Tensor:
+        """Genre text [B] -> int32 [B, max_words]: words split as ingest splits them, looked
+        up; no word -> [0] (unknown); empty slots -1 (labels.make_labels)."""
+        text = tf.strings.regex_replace(tf.strings.lower(genres, encoding="utf-8"),
+                                        r"[\s,;/|]+", " ")
+        words = tf.strings.split(tf.strings.strip(text))
+        ids = tf.ragged.map_flat_values(
+            lambda w: self._ids(self.genre_table, len(self._info.genres), w), words)
+        ids = ids[:, :max_words]
+        batch = tf.shape(genres)[0]
+        dense = ids.to_tensor(default_value=-1, shape=tf.stack([batch, max_words]))
+        empty = (ids.row_lengths() == 0)[:, None] & (tf.range(max_words) == 0)[None]
+        return tf.where(empty, 0, dense)
+
+    def _labels(self, artist, genres, total_samples, offset_samples, max_words: int):
+        """labels.make_labels rows int32 [B, 4 + max_words] with length 0 (set per window)."""
+        batch = tf.shape(artist)[0]
+        artist_ids = self._ids(self.artist_table, len(self._info.artists), artist)
+        head = tf.stack([tf.fill([batch], total_samples), tf.fill([batch], offset_samples),
+                         tf.zeros([batch], tf.int32), artist_ids], axis=1)
+        return tf.concat([head, self._genre_ids(genres, max_words)], axis=1)
+
+    @staticmethod
+    def _lyric_tokens(lyrics):
+        tokens = tf.map_fn(tokenize_tf, lyrics, fn_output_signature=tf.RaggedTensorSpec(
+            [None], tf.int32, ragged_rank=0))
+        return tokens.to_tensor(), tf.cast(tokens.row_lengths(), tf.int32)
+
+    def _samples(self, seconds) -> tf.Tensor:
+        """Seconds (float32) -> whole audio samples, int32 (as int(seconds * rate))."""
+        rate = float(self._config.sample_rate)
+        return tf.cast(tf.floor(tf.cast(seconds, tf.float64) * rate), tf.int32)
+
+    def _same_batch(self, first, others: dict) -> list:
+        """[first, *others.values()], available once the others are checked to have as many
+        rows as `first` (named in the message)."""
+        batch = tf.shape(first)[0]
+        checks = [tf.debugging.assert_equal(
+            tf.shape(tensor)[0], batch,
+            message=f"{name} must have one row per sample (as many as artist)")
+            for name, tensor in others.items()]
+        return [self._after(checks, t) for t in (first, *others.values())]
+
+    def _check_settings(self, temperature, top_k, top_p):
+        tf.debugging.assert_greater_equal(temperature, 0.0,
+                                          message="temperature must be >= 0 (0 = greedy)")
+        tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)")
+        tf.debugging.assert_greater_equal(top_p, 0.0, message="top_p must be in [0, 1]")
+        tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in [0, 1]")
+
+    @staticmethod
+    def _after(checks, tensor) -> tf.Tensor:
+        """`tensor`, available only once the `checks` (assert ops) have passed: a request
+        fails with their message rather than with whatever the unchecked value would break."""
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            return tf.identity(tensor)
+
+    def _check_codes(self, codes, name: str) -> tf.Tensor:
+        message = f"{name}: codes must be in [0, {self._config.l_bins}) (the codebook)"
+        return self._after([tf.debugging.assert_non_negative(codes, message=message),
+                            tf.debugging.assert_less(codes, self._config.l_bins,
+                                                     message=message)], codes)
+
+    def _level_fn(self, level: int):
+        """The tf.function sampling `level` (graph_sampling.sample_level_graph), traced once
+        and called by every signature that samples the level; its prior's step is a
+        tf.function too, traced once per step length. Unused inputs get empty tensors."""
+        fns = self._models.level_fns
+        if level in fns:
+            return fns[level]
+        prior = self._models.priors[level]
+        step = tf.function(prior.step, autograph=False)
+        width = 4 + self._max_words(level)
+        hop_fraction = self._hop_fraction(level)
+        has_lyrics = bool(prior_api.n_lyric_tokens(prior))
+        is_upsampler = level < self.levels - 1
+
+        def sample_level(total_tokens, labels, temperature, top_k, top_p, seed, lyric_tokens,
+                         lyric_lengths, upper_codes, prime):
+            return sample_level_graph(
+                prior, level, total_tokens, self._config.hop_lengths, labels,
+                GraphSettings(temperature, top_k, top_p, seed), hop_fraction=hop_fraction,
+                lyric_tokens=lyric_tokens if has_lyrics else None,
+                lyric_lengths=lyric_lengths if has_lyrics else None,
+                upper_codes=upper_codes if is_upsampler else None, prime=prime,
+                chunk_size=self._info.chunk_size, step=step)
+
+        codes = tf.TensorSpec([None, None], tf.int32)
+        fns[level] = tf.function(sample_level, autograph=False, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([None, width], tf.int32),
+            tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64), codes,
+            tf.TensorSpec([None], tf.int32), codes, codes])
+        return fns[level]
+
+    def _sample_level(self, level, total_tokens, labels_rows, settings: GraphSettings,
+                      lyrics=None, upper=None, prime=None):
+        prior = self._models.priors[level]
+        batch = tf.shape(labels_rows)[0]
+        empty = tf.zeros([batch, 0], tf.int32)
+        lyric_tokens, lyric_lengths = empty, tf.zeros([batch], tf.int32)
+        if prior_api.n_lyric_tokens(prior):
+            lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics)
+        return self._level_fn(level)(
+            tf.cast(total_tokens, tf.int32), labels_rows, settings.temperature,
+            settings.top_k, settings.top_p, settings.seed, lyric_tokens, lyric_lengths,
+            empty if upper is None else upper, empty if prime is None else prime)
+
+    def _hop_fraction(self, level: int) -> float:
+        fractions = self._info.hop_fractions
+        return fractions[min(level, len(fractions) - 1)]
+
+    def _max_words(self, level) -> int:
+        return prior_api.max_genre_words(self._models.priors[level]) or 1
+
+    # -- signatures ----------------------------------------------------------------------------
+
+    def _encode(self, audio, sample_rate):
+        config = self._config
+        top_hop = config.hop_lengths[-1]
+        length = tf.shape(audio)[1] // top_hop * top_hop
+        length = self._after([
+            tf.debugging.assert_equal(
+                sample_rate, config.sample_rate,
+                message=f"encode: sample_rate must be {config.sample_rate} (the rate of the "
+                        f"VQ-VAE, in Hz): resample the audio first"),
+            tf.debugging.assert_positive(
+                length, message=f"encode: audio needs at least {top_hop} samples (one "
+                                f"top-level code)")], length)
+        audio = audio[:, :length]
+        if config.channels == 1:
+            audio = audio[..., None]
+        codes = self._models.vqvae.encode(audio, levels=range(config.levels))
+        return {f"codes_l{level}": tf.cast(c, tf.int32) for level, c in enumerate(codes)}
+
+    def _decode_level(self, codes, level: int):
+        """A tf.function per level, traced once, shared by decode and generate."""
+        fns = self._models.decode_fns
+        if level not in fns:
+            def decode(codes):
+                audio = tf.cast(self._models.vqvae.decode(codes, level), tf.float32)
+                return audio[..., 0] if self._config.channels == 1 else audio
+
+            fns[level] = tf.function(decode, autograph=False, input_signature=[
+                tf.TensorSpec([None, None], tf.int32)])
+        return fns[level](codes)
+
+    def _decode(self, codes, level):
+        message = f"decode: level must be in [0, {self.levels})"
+        level = self._after([tf.debugging.assert_non_negative(level, message=message),
+                             tf.debugging.assert_less(level, self.levels, message=message)],
+                            level)
+        codes = self._check_codes(codes, "codes")
+        branches = [lambda level=level: self._decode_level(codes, level)
+                    for level in range(self.levels)]
+        return {"audio": tf.switch_case(level, branches)}
+
+    def _sample(self, artist, genres, lyrics, total_seconds, offset_seconds, n_tokens,
+                temperature, top_k, top_p, seed, prime):
+        top = self.levels - 1
+        hop = self._config.hop_lengths[top]
+        artist, genres, lyrics = self._same_batch(artist, {"genres": genres, "lyrics": lyrics})
+        self._check_settings(temperature, top_k, top_p)
+        tf.debugging.assert_positive(n_tokens, message="sample: n_tokens must be >= 1")
+        # An empty prime ([B, 0] or [0, 0]) means none.
+        batch = tf.shape(artist)[0]
+        prime = tf.cond(tf.size(prime) > 0, lambda: prime,
+                        lambda: tf.zeros([batch, 0], tf.int32))
+        prime = self._after([
+            tf.debugging.assert_equal(tf.shape(prime)[0], batch, message="prime must have "
+                                      "one row per sample (as many as artist), or be empty"),
+            tf.debugging.assert_less_equal(tf.shape(prime)[1], n_tokens,
+                                           message="sample: prime is longer than n_tokens")],
+            prime)
+        prime = self._check_codes(prime, "prime")
+        offset = self._samples(offset_seconds)
+        total = tf.where(total_seconds > 0.0, self._samples(total_seconds),
+                         offset + n_tokens * hop)
+        rows = self._labels(artist, genres, total, offset, self._max_words(top))
+        settings = GraphSettings(temperature, top_k, top_p, seed)
+        return {"codes": self._sample_level(top, n_tokens, rows, settings, lyrics=lyrics,
+                                            prime=prime)}
+
+    def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
+                  temperature, top_k, top_p, seed):
+        hops = self._config.hop_lengths
+        levels = self.upsampler_levels
+        level = self._after([tf.debugging.assert_equal(
+            tf.reduce_any(tf.equal(level, levels)), True,
+            message=f"upsample: level must be one of {levels} (the levels with an "
+                    f"upsampler)")], level)
+        artist, codes, genres = self._same_batch(artist, {"codes": codes, "genres": genres})
+        self._check_settings(temperature, top_k, top_p)
+        codes = self._check_codes(codes, "codes")
+        settings = GraphSettings(temperature, top_k, top_p, seed)
+        offset = self._samples(offset_seconds)
+
+        def branch(level):
+            if level not in levels:
+                return lambda: tf.zeros([tf.shape(codes)[0], 0], tf.int32)
+
+            def run():
+                n_audio = tf.shape(codes)[1] * hops[level + 1]
+                total = tf.where(total_seconds > 0.0, self._samples(total_seconds),
+                                 offset + n_audio)
+                rows = self._labels(artist, genres, total, offset, self._max_words(level))
+                return self._sample_level(level, n_audio // hops[level], rows, settings,
+                                          upper=codes)
+            return run
+
+        out = tf.switch_case(level, [branch(lv) for lv in range(self.levels - 1)])
+        return {"codes": out}
+
+    def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
+                  top_p, seed):
+        config = self._config
+        hops = config.hop_lengths
+        artist, genres, lyrics = self._same_batch(artist, {"genres": genres, "lyrics": lyrics})
+        self._check_settings(temperature, top_k, top_p)
+        tf.debugging.assert_positive(seconds, message="generate: seconds must be > 0")
+        n_audio = tf.maximum(self._samples(seconds) // hops[-1], 1) * hops[-1]
+        total = tf.where(total_seconds > 0.0, self._samples(total_seconds), n_audio)
+        settings = GraphSettings(temperature, top_k, top_p, seed)
+        codes = {}
+        for level in self.generated_levels:
+            rows = self._labels(artist, genres, total, tf.constant(0), self._max_words(level))
+            codes[level] = self._sample_level(level, n_audio // hops[level], rows, settings,
+                                              lyrics=lyrics, upper=codes.get(level + 1))
+        lowest = min(codes)
+        out = {f"codes_l{level}": c for level, c in codes.items()}
+        out["audio"] = self._decode_level(codes[lowest], lowest)
+        return out
+
+    def metadata_dict(self) -> dict:
+        """Everything the metadata signature and assets/metadata.json say."""
+        from jukebox_tf import __version__
+
+        config, priors = self._config, self._models.priors
+        ctx = [prior_api.n_ctx(p) if p is not None else 0 for p in priors]
+        return {
+            "format": "jukebox-tf-savedmodel", "format_version": 1,
+            "version": self._info.version, "model_name": self._info.model_name,
+            "jukebox_tf_version": __version__,
+            "sample_rate": config.sample_rate, "channels": config.channels,
+            "levels": config.levels, "hop_lengths": list(config.hop_lengths),
+            "codebook_size": config.l_bins, "n_ctx": ctx,
+            "prior_levels": [level for level, p in enumerate(priors) if p is not None],
+            "generated_levels": sorted(self.generated_levels),
+            "labels": [bool(p is not None and p.config.labels) for p in priors],
+            "max_genre_words": [prior_api.max_genre_words(p) or 0 if p is not None else 0
+                                for p in priors],
+            "lyrics": bool(self.top_prior is not None
+                           and prior_api.n_lyric_tokens(self.top_prior)),
+            "n_lyric_tokens": (prior_api.n_lyric_tokens(self.top_prior)
+                               if self.top_prior is not None else 0),
+            "hop_fractions": list(self._info.hop_fractions),
+            "artists": list(self._info.artists), "genres": list(self._info.genres),
+            "signatures": {name: SIGNATURES[name] for name in self.signature_names()},
+        }
+
+    def _metadata(self):
+        meta = self.metadata_dict()
+        return {
+            "sample_rate": tf.constant(meta["sample_rate"], tf.int32),
+            "channels": tf.constant(meta["channels"], tf.int32),
+            "hop_lengths": tf.constant(meta["hop_lengths"], tf.int32),
+            "codebook_size": tf.constant(meta["codebook_size"], tf.int32),
+            "n_ctx": tf.constant(meta["n_ctx"], tf.int32),
+            "artists": tf.constant(meta["artists"], tf.string),
+            "genres": tf.constant(meta["genres"], tf.string),
+            "version": tf.constant(meta["version"], tf.int64),
+            "metadata_json": tf.constant(json.dumps(meta, sort_keys=True)),
+        }
