@@ -87,6 +87,7 @@ lock: venv
 
 bench: venv
 	"$(PY)" benchmarks/ingest.py --json benchmarks/results/ingest.json
+	PYTHONPATH="$(CURDIR)" "$(PY)" benchmarks/serving.py --json benchmarks/results/serving.json
 
 clean-venv:
 	rm -rf "$(VENV)"

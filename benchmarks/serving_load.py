@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--model", help="model name in --model-config (default: its first)")
     p.add_argument("--signatures", help="comma-separated signatures (default: all)")
     p.add_argument("--length", type=int, default=16, help="size of open non-batch dims")
+    p.add_argument("--lengths", default="", metavar="INPUT=N,...",
+                   help="per-input size of open non-batch dims (e.g. audio=2048)")
     p.add_argument("--batching-config", help="BatchingParameters file for the server")
     p.add_argument("--quick", action="store_true", help="4 clients x 30 requests")
     return p.parse_args(argv)
@@ -73,11 +75,13 @@ def load_specs(channel, model: str, base_path: str, wanted) -> dict[str, Signatu
     return {k: v for k, v in specs.items() if not wanted or k in wanted}
 
 
-def synthesize(spec: SignatureSpec, rng, length: int) -> dict[str, np.ndarray]:
-    """Valid random inputs for a signature."""
+def synthesize(spec: SignatureSpec, rng, length: int, lengths: dict | None = None
+               ) -> dict[str, np.ndarray]:
+    """Valid random inputs for a signature; `lengths` overrides `length` per input name."""
     inputs = {}
     for name, inp in spec.inputs.items():
-        shape = tuple((1 if axis == 0 else length) if d is None else d
+        size = (lengths or {}).get(name, length)
+        shape = tuple((1 if axis == 0 else size) if d is None else d
                       for axis, d in enumerate(inp.shape if inp.shape is not None else (1,)))
         if inp.rule.max_dims:
             shape = tuple(min(s, c) if c is not None else s
@@ -117,14 +121,14 @@ class Recorder:
             self.rss_first = rss
 
 
-def run_clients(target, model, specs, clients, per_client, length, recorder):
+def run_clients(target, model, specs, clients, per_client, length, recorder, lengths=None):
     def worker(seed):
         rng = np.random.default_rng(seed)
         names = sorted(specs)
         with client.connect(target) as channel:
             for _ in range(per_client):
                 name = names[rng.integers(len(names))]
-                inputs = synthesize(specs[name], rng, length)
+                inputs = synthesize(specs[name], rng, length, lengths)
                 start = time.perf_counter()
                 try:
                     client.predict(channel, model, inputs, signature=name, timeout=600)
@@ -183,8 +187,10 @@ def main(argv=None) -> int:
                 specs = load_specs(channel, model.name, model.base_path, wanted)
             total = args.clients * args.requests
             recorder = Recorder(server.pid, total)
+            lengths = {k: int(v) for k, v in (item.split("=") for item in
+                                              args.lengths.split(",") if item)}
             wall = run_clients(target, model.name, specs, args.clients, args.requests,
-                               args.length, recorder)
+                               args.length, recorder, lengths)
             rss_last = recorder.proc.memory_info().rss
         finally:
             server.send_signal(signal.SIGTERM)

@@ -71,5 +71,8 @@ def test_demo_command_runs_the_whole_job(tmp_path, cli):
         assert (out / "priors" / f"level{level}" / "task.json").exists()
         assert (out / "samples" / f"level_{level}" / "sample_1.wav").exists()
     assert (out / "samples" / "codes.npz").exists()
+    assert (out / "models" / "jukebox" / "1" / "saved_model.pb").exists()
+    assert (out / "served" / "clip.wav").exists() and (out / "served" / "clip.png").exists()
+    assert "[10/10]" in result.stdout and "served clip:" in result.stdout
     assert "demo finished" in result.stdout and "spectral convergence" in result.stdout
     assert f"listen:          {out / 'samples' / 'index.html'}" in result.stdout

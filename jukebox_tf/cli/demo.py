@@ -69,6 +69,54 @@ def train_prior(codes_dir: str, level: int, preset: str, steps: int, run_dir: st
                  run_dir, resume=os.path.isdir(os.path.join(run_dir, "checkpoints")))
 
 
+def export_demo_models(vqvae_dir: str, top_dir: str, upsampler_dirs, models_dir: str) -> str:
+    """`jukebox-tf export` of the demo runs into MODELS_DIR (a new version); its path."""
+    import argparse
+    import contextlib
+    import io
+
+    from jukebox_tf.cli import export as export_cmd
+
+    parser = argparse.ArgumentParser(prog="jukebox-tf")
+    export_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", "--vqvae", vqvae_dir, "--prior", top_dir,
+                              "--upsamplers", *upsampler_dirs, "--out", models_dir, "--quiet"])
+    export_cmd.check_args(args)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return export_cmd.export_runs(args, export_cmd.load_runs(args)).path
+
+
+def generate_through_server(out_dir: str, models_dir: str, artist: str, genre: str,
+                            seconds: float, seed: int, wav_path: str) -> str:
+    """Starts the local TF-Serving-compatible server on free ports, runs `jukebox-tf
+    generate`'s steps through gRPC, writes WAV_PATH and its PNG, stops the server; the PNG."""
+    import argparse
+
+    import portpicker
+
+    from jukebox_tf.cli import generate
+    from serving import client
+    from serving.options import ServerOptions
+    from serving.server import ModelServer
+    from serving.toy_model import write_model_config
+
+    config = write_model_config(os.path.join(out_dir, "models.config"), "jukebox",
+                                os.path.abspath(models_dir))
+    options = ServerOptions(port=portpicker.pick_unused_port(), rest_port=0, grace_seconds=2.0)
+    with ModelServer(config, options) as server:
+        client.wait_until_available(server.target, "jukebox", timeout=600)
+        gen_args = argparse.Namespace(
+            server=server.target, model="jukebox", version=None, artist=artist, genre=[genre],
+            lyrics="", seconds=seconds, total_seconds=0.0, out=wav_path, prompt=None,
+            prompt_seconds=None, temperature=1.0, top_k=0, top_p=0.0, seed=seed,
+            timeout=600.0, quiet=False)
+        generate.check_args(gen_args)
+        with client.connect(server.target) as channel:
+            result = generate.generate_clip(channel, gen_args, generate.Progress(True))
+    wav, png = generate.write_outputs(wav_path, result)
+    return png
+
+
 def run(args) -> int:
     from jukebox_tf.audio.ingest import IngestConfig, format_summary, ingest
     from jukebox_tf.audio.spectrogram import save_spectrograms_png
@@ -86,22 +134,22 @@ def run(args) -> int:
     priors_dir = os.path.join(args.out, "priors")
     samples_dir = os.path.join(args.out, "samples")
 
-    print(f"[1/8] synthesizing the demo corpus into {audio_dir}")
+    print(f"[1/10] synthesizing the demo corpus into {audio_dir}")
     make_demo_data.make(args, audio_dir)
-    print(f"[2/8] ingesting it into {dataset_dir}")
+    print(f"[2/10] ingesting it into {dataset_dir}")
     manifest = ingest(audio_dir, dataset_dir,
                       IngestConfig(sample_rate=args.sample_rate, chunk_seconds=10.0))
     print(format_summary(manifest, dataset_dir))
     picture = os.path.join(args.out, "dataset_overview.png")
     save_spectrograms_png(picture, first_chunk_per_artist(dataset_dir), manifest["sample_rate"])
 
-    print(f"[3/8] training the tiny VQ-VAE for {args.vqvae_steps} steps into {vqvae_dir}")
+    print(f"[3/10] training the tiny VQ-VAE for {args.vqvae_steps} steps into {vqvae_dir}")
     task = VQVAETask(get_preset("tiny", sample_rate=args.sample_rate), dataset_dir, 4)
     train(task, TrainConfig(steps=args.vqvae_steps, global_batch_size=4, learning_rate=1e-3,
                             warmup_steps=20, checkpoint_every=200, media_every=100),
           vqvae_dir, resume=os.path.isdir(os.path.join(vqvae_dir, "checkpoints")))
 
-    print(f"[4/8] reconstructing a demo track from each level into {recon_dir}")
+    print(f"[4/10] reconstructing a demo track from each level into {recon_dir}")
     model = load_vqvae_run(vqvae_dir)
     track = sorted(glob.glob(os.path.join(audio_dir, "*", "*.*")))[0]
     for level in range(model.config.levels):
@@ -110,19 +158,19 @@ def run(args) -> int:
         print(f"  level {level} (hop {model.config.hop_lengths[level]}): spectral convergence "
               f"{result['spectral_convergence_db']:.1f} dB -> {result['wav']}")
 
-    print(f"[5/8] pre-encoding the dataset into codes in {codes_dir}")
+    print(f"[5/10] pre-encoding the dataset into codes in {codes_dir}")
     codes = encode_dataset(model, dataset_dir, codes_dir, source_run=vqvae_dir)
     print(f"  {codes['chunks']} chunks, tokens per level {codes['tokens']}")
 
     levels = model.config.levels
     top = levels - 1
     top_dir = os.path.join(priors_dir, f"level{top}")
-    print(f"[6/8] training the tiny top-level prior (level {top}) for {args.prior_steps} steps "
+    print(f"[6/10] training the tiny top-level prior (level {top}) for {args.prior_steps} steps "
           f"into {top_dir}")
     metrics = train_prior(codes_dir, top, "tiny", args.prior_steps, top_dir)
     print(f"  {metrics.get('bits_per_token', float('nan')):.2f} bits/token")
     upsampler_dirs = [os.path.join(priors_dir, f"level{level}") for level in range(top)]
-    print(f"[7/8] training tiny upsamplers (levels {top - 1} to 0) for {args.upsampler_steps} "
+    print(f"[7/10] training tiny upsamplers (levels {top - 1} to 0) for {args.upsampler_steps} "
           f"steps each into {priors_dir}")
     for level in reversed(range(top)):
         metrics = train_prior(codes_dir, level, "tiny_upsampler", args.upsampler_steps,
@@ -134,7 +182,7 @@ def run(args) -> int:
     from jukebox_tf.sampling.runs import load_hierarchy
 
     artist, genre = first_labelled_track(audio_dir)
-    print(f"[8/8] sampling {args.sample_seconds:g} s ancestrally (artist {artist!r}, genre "
+    print(f"[8/10] sampling {args.sample_seconds:g} s ancestrally (artist {artist!r}, genre "
           f"{genre!r}, 2 samples) into {samples_dir}")
     hierarchy = load_hierarchy(vqvae_dir, top_dir, upsampler_dirs)
     artist_id, genre_ids, warnings = hierarchy.label_ids(artist, [genre])
@@ -149,6 +197,16 @@ def run(args) -> int:
     paths = write_outputs(samples_dir, sampled, decode_codes(hierarchy.vqvae, sampled),
                           hierarchy.vqvae.config.sample_rate, settings)
 
+    models_dir = os.path.join(args.out, "models", "jukebox")
+    print(f"[9/10] exporting the demo models as SavedModels into {models_dir}")
+    export_path = export_demo_models(vqvae_dir, top_dir, upsampler_dirs, models_dir)
+    print(f"  {export_path}")
+    served_wav = os.path.join(args.out, "served", "clip.wav")
+    print(f"[10/10] serving them (TF Serving gRPC API on a free local port) and generating "
+          f"{args.sample_seconds:g} s through gRPC into {served_wav}")
+    served_png = generate_through_server(args.out, models_dir, artist, genre,
+                                         args.sample_seconds, args.seed, served_wav)
+
     print(f"\ndemo finished:\n"
           f"  audio:           {audio_dir} (metadata.csv beside it)\n"
           f"  dataset:         {dataset_dir} (dataset.json: counts, vocabularies, rejects)\n"
@@ -160,5 +218,7 @@ def run(args) -> int:
           f"upsamplers)\n"
           f"  samples:         {samples_dir} (level_<l>/sample_<i>.wav, spectrograms.png, "
           f"codes.npz)\n"
+          f"  SavedModels:     {models_dir} (jukebox-tf serve --model-config ...)\n"
+          f"  served clip:     {served_wav} ({os.path.basename(served_png)} beside it)\n"
           f"  listen:          {os.path.abspath(paths['html'])}")
     return 0

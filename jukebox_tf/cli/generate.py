@@ -1,0 +1,229 @@
+"""`jukebox-tf generate`: a clip from a model served over TF Serving's gRPC API.
+
+A client of `jukebox-tf serve` or stock `tensorflow_model_server` serving what `jukebox-tf
+export` wrote: it talks to the stock `PredictionServiceStub` only (through `serving/client.py`,
+imported when the command runs, so the parser loads neither gRPC nor TensorFlow). Everything
+about the model (sample rate, hops, which levels are sampled) comes from its `metadata`
+signature. Steps, each a Predict call: [encode the prompt] -> sample the top level -> upsample
+each level below -> decode the lowest level; then OUT.wav and OUT.png (its spectrogram).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+
+DESCRIPTION = __doc__.split("\n\n", 1)[1]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="generate a clip through a TF Serving (gRPC) server",
+        description=DESCRIPTION)
+    p.add_argument("--server", default="localhost:8500", metavar="HOST:PORT",
+                   help="gRPC address of the server (default localhost:8500)")
+    p.add_argument("--model", default="jukebox", help="model name on the server (default "
+                   "jukebox)")
+    p.add_argument("--version", type=int, metavar="N",
+                   help="model version (default: the newest the server serves)")
+    p.add_argument("--artist", default="", metavar="NAME", help="artist name or id")
+    p.add_argument("--genre", action="append", default=[], metavar="NAME",
+                   help="genre (repeat for several)")
+    p.add_argument("--lyrics", default="", metavar="TEXT", help="lyrics of the track")
+    p.add_argument("--seconds", type=float, required=True, help="length of the clip")
+    p.add_argument("--total-seconds", type=float, default=0.0,
+                   help="length of the whole track for the timing labels (default: --seconds)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.wav",
+                   help="WAV to write; the spectrogram goes beside it as OUT.png")
+    p.add_argument("--prompt", metavar="FILE", help="audio to continue (encoded by the server)")
+    p.add_argument("--prompt-seconds", type=float, default=None, metavar="P",
+                   help="use the first P seconds of --prompt (default: all, up to --seconds)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default 1.0 (0: greedy)")
+    p.add_argument("--top-k", type=int, default=0, help="default 0 (off)")
+    p.add_argument("--top-p", type=float, default=0.0, help="default 0 (off)")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds to wait for each call (default 600)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def check_args(args) -> None:
+    from jukebox_tf.errors import JukeboxError
+
+    if not args.seconds > 0:
+        raise JukeboxError(f"--seconds must be positive, got {args.seconds}")
+    if args.total_seconds < 0:
+        raise JukeboxError(f"--total-seconds must not be negative, got {args.total_seconds}")
+    if args.temperature < 0:
+        raise JukeboxError(f"--temperature must not be negative, got {args.temperature}")
+    if args.top_k < 0:
+        raise JukeboxError(f"--top-k must not be negative, got {args.top_k}")
+    if not 0.0 <= args.top_p <= 1.0:
+        raise JukeboxError(f"--top-p must be in [0, 1], got {args.top_p}")
+    if args.timeout <= 0:
+        raise JukeboxError(f"--timeout must be positive, got {args.timeout}")
+    if args.prompt_seconds is not None and args.prompt is None:
+        raise JukeboxError("--prompt-seconds needs --prompt")
+    if args.prompt is not None:
+        if not os.path.isfile(args.prompt):
+            raise JukeboxError(f"--prompt: no such file: {args.prompt}")
+        if args.prompt_seconds is not None and not 0 < args.prompt_seconds < args.seconds:
+            raise JukeboxError(f"--prompt-seconds must be in (0, --seconds={args.seconds}), "
+                               f"got {args.prompt_seconds}")
+    if ":" not in args.server:
+        raise JukeboxError(f"--server must be HOST:PORT, got {args.server!r}")
+    if not args.out.lower().endswith(".wav"):
+        raise JukeboxError(f"-o must name a .wav file, got {args.out!r}")
+
+
+class Progress:
+    """One line per step on stderr, with a spinner and the elapsed time while a call runs."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.spin = enabled and getattr(self.stream, "isatty", lambda: False)()
+
+    def step(self, label: str, fn, *a, **kw):
+        if not self.enabled:
+            return fn(*a, **kw)
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def spinner():
+            i = 0
+            while not stop.wait(0.1):
+                self.stream.write(f"\r{self.FRAMES[i % 4]} {label} "
+                                  f"{time.monotonic() - started:5.1f}s")
+                self.stream.flush()
+                i += 1
+
+        thread = threading.Thread(target=spinner, daemon=True) if self.spin else None
+        if thread:
+            thread.start()
+        try:
+            result = fn(*a, **kw)
+        finally:
+            stop.set()
+            if thread:
+                thread.join()
+        self.stream.write(("\r" if self.spin else "")
+                          + f"{label}: {time.monotonic() - started:.1f}s\n")
+        self.stream.flush()
+        return result
+
+
+def _explain(error, args):
+    """A ServingError turned into the message the user needs."""
+    import grpc
+
+    from jukebox_tf.errors import JukeboxError
+
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        return JukeboxError(f"cannot reach a server at {args.server} (UNAVAILABLE: "
+                            f"{error.details}); is `jukebox-tf serve` running there?")
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return JukeboxError(f"no answer from {args.server} within --timeout {args.timeout:g} s")
+    if error.code == grpc.StatusCode.NOT_FOUND:
+        return JukeboxError(f"{error.details} (model {args.model!r} on {args.server})")
+    return JukeboxError(f"server refused the request: {error}")
+
+
+def read_metadata(channel, model, version=None, timeout=None) -> dict:
+    """The model's metadata.json, from its `metadata` signature."""
+    import json
+
+    from serving import client
+
+    out = client.predict(channel, model, {}, signature="metadata", version=version,
+                         output_filter=["metadata_json"], timeout=timeout)
+    value = out["metadata_json"]
+    return json.loads(value.item() if hasattr(value, "item") else value)
+
+
+def generate_clip(server, args, progress: Progress | None = None) -> dict:
+    """Runs the steps against `server` ("host:port" or a channel): {"audio" [S] or [S, C],
+    "sample_rate", "codes": {level: [1, N]}, "level"}. Raises ServingError."""
+    import numpy as np
+
+    from serving import client
+
+    progress = progress or Progress(False)
+    timeout, model, version = args.timeout, args.model, args.version
+    meta = progress.step("metadata", read_metadata, server, model, version, timeout)
+    rate, hops = int(meta["sample_rate"]), list(meta["hop_lengths"])
+    levels = sorted(meta.get("generated_levels") or meta.get("prior_levels") or [])
+    if not levels:
+        from jukebox_tf.errors import JukeboxError
+        raise JukeboxError(f"model {model!r} has no top prior to sample with")
+    top = levels[-1]
+    n_tokens = max(1, math.ceil(args.seconds * rate / hops[top]))
+    strings = lambda s: np.array([s.encode()], dtype=object)  # noqa: E731
+    cond = {"artist": strings(args.artist), "genres": strings("; ".join(args.genre)),
+            "total_seconds": np.float32(args.total_seconds), "offset_seconds": np.float32(0.0)}
+    settings = {"temperature": np.float32(args.temperature), "top_k": np.int32(args.top_k),
+                "top_p": np.float32(args.top_p), "seed": np.int64(args.seed)}
+    prime = np.zeros([1, 0], np.int32)
+    if args.prompt:
+        from jukebox_tf.audio.load import load_audio
+
+        limit = args.prompt_seconds if args.prompt_seconds is not None else args.seconds
+        audio = load_audio(args.prompt, rate, int(meta.get("channels", 1)), max_seconds=limit)
+        audio = audio[None, :, 0] if audio.shape[1] == 1 else audio[None]
+        encoded = progress.step(
+            "encode prompt", client.predict, server, model,
+            {"audio": audio, "sample_rate": np.int32(rate)}, signature="encode",
+            version=version, output_filter=[f"codes_l{top}"], timeout=timeout)
+        prime = encoded[f"codes_l{top}"][:, :n_tokens - 1].astype(np.int32)
+    codes = {top: progress.step(
+        f"sample level {top} ({n_tokens} tokens)", client.predict, server, model,
+        {**cond, "lyrics": strings(args.lyrics), "n_tokens": np.int32(n_tokens), **settings,
+         "prime": prime}, signature="sample", version=version, timeout=timeout)["codes"]}
+    above = top
+    for level in reversed(levels[:-1]):
+        codes[level] = progress.step(
+            f"upsample level {level}", client.predict, server, model,
+            {"codes": codes[above], "level": np.int32(level), **cond, **settings},
+            signature="upsample", version=version, timeout=timeout)["codes"]
+        above = level
+    audio = progress.step(f"decode level {above}", client.predict, server, model,
+                          {"codes": codes[above], "level": np.int32(above)},
+                          signature="decode", version=version, timeout=timeout)["audio"][0]
+    return {"audio": audio[: int(round(args.seconds * rate))], "sample_rate": rate,
+            "codes": codes, "level": above}
+
+
+def write_outputs(out_path: str, result: dict) -> tuple[str, str]:
+    import numpy as np
+
+    from jukebox_tf.audio.load import write_wav
+    from jukebox_tf.audio.spectrogram import save_spectrograms_png
+
+    audio, rate = np.asarray(result["audio"], np.float32), result["sample_rate"]
+    wav = write_wav(out_path, audio, rate)
+    png = os.path.splitext(out_path)[0] + ".png"
+    mono = audio if audio.ndim == 1 else audio.mean(axis=-1)
+    save_spectrograms_png(png, [(f"level {result['level']}", mono)], rate)
+    return wav, png
+
+
+def run(args) -> int:
+    check_args(args)
+    from serving import client
+
+    progress = Progress(not args.quiet)
+    try:
+        with client.connect(args.server) as channel:
+            result = generate_clip(channel, args, progress)
+    except client.ServingError as e:
+        raise _explain(e, args) from None
+    wav, png = write_outputs(args.out, result)
+    print(wav)
+    print(png)
+    return 0

@@ -1,0 +1,258 @@
+"""The exported Jukebox model served by `serving/` and reached through the stock TF Serving
+gRPC client: metadata lists every signature; encode -> decode equals the in-process VQ-VAE;
+`sample` is deterministic per seed; a version pushed while serving is picked up; malformed
+requests get the right status and a message naming the input, and the server keeps serving;
+REST equals gRPC; `jukebox-tf generate` writes a WAV and its spectrogram.
+
+The tiny runs and their export come from tests/test_export.py's fixtures (one export for the
+module). The version push copies the exported version under a temporary name and renames it,
+as `jukebox-tf export` places its versions.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import portpicker
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from serving import client
+from serving.options import Limits, ServerOptions
+from serving.server import ModelServer
+from serving.toy_model import write_model_config
+from test_export import AUDIO, RATE, SIGNATURES, export_args, runs  # noqa: F401 (fixture)
+
+MAX_BATCH = 4
+MAX_REQUEST_BYTES = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def exported(runs):  # noqa: F811
+    from jukebox_tf.cli import export as export_cmd
+
+    base = runs["root"] / "served_models" / "jukebox"
+    args = export_args("--prior", runs["top"], "--upsamplers", runs["up0"], runs["up1"],
+                       "--out", base, "--max-seconds", 5, "--no-warmup")
+    with contextlib.redirect_stderr(io.StringIO()):
+        export_cmd.check_args(args)
+        loaded = export_cmd.load_runs(args)
+        result = export_cmd.export_runs(args, loaded)
+    return {"base": base, "path": result.path, "hierarchy": loaded}
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("jukebox_served")
+    config = write_model_config(str(tmp / "models.config"), "jukebox", str(exported["base"]))
+    srv = ModelServer(config, ServerOptions(
+        port=portpicker.pick_unused_port(), rest_port=portpicker.pick_unused_port(),
+        poll_seconds=0.2, grace_seconds=2.0,
+        limits=Limits(max_batch_size=MAX_BATCH, max_request_bytes=MAX_REQUEST_BYTES))).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with client.connect(server.target) as ch:
+        client.wait_until_available(ch, "jukebox")
+        yield ch
+
+
+def strings(*values):
+    return np.array([v.encode() for v in values], dtype=object)
+
+
+def sample_inputs(**overrides):
+    return {"artist": strings("ann"), "genres": strings("rock"), "lyrics": strings("la la"),
+            "total_seconds": np.float32(0.0), "offset_seconds": np.float32(0.0),
+            "n_tokens": np.int32(12), "temperature": np.float32(0.9), "top_k": np.int32(0),
+            "top_p": np.float32(0.0), "seed": np.int64(5),
+            "prime": np.zeros([1, 0], np.int32), **overrides}
+
+
+CODES = np.random.default_rng(4).integers(0, 64, (2, 6)).astype(np.int32)
+DECODE = {"codes": CODES, "level": np.int32(0)}
+ENCODE = {"audio": AUDIO, "sample_rate": np.int32(RATE)}
+
+
+def assert_healthy(channel):
+    out = client.predict(channel, "jukebox", DECODE, signature="decode")
+    assert out["audio"].shape == (2, 6 * 8) and np.isfinite(out["audio"]).all()
+
+
+def test_metadata_lists_every_signature(channel, exported):
+    sigs = client.metadata(channel, "jukebox")
+    assert set(SIGNATURES) | {"serving_default"} <= set(sigs)
+    described = client.describe(sigs["decode"])
+    assert described["inputs"]["codes"][0] == "int32"
+    meta = json.loads(client.predict(channel, "jukebox", {}, signature="metadata")
+                      ["metadata_json"].item())
+    assert meta["sample_rate"] == RATE and meta["hop_lengths"] == [8, 32, 128]
+
+
+def test_encode_decode_round_trip_equals_in_process(channel, exported):
+    vqvae = exported["hierarchy"].vqvae
+    out = client.predict(channel, "jukebox", ENCODE, signature="encode")
+    expected = [c.numpy() for c in vqvae.encode(AUDIO[:, :896, None])]
+    for level, codes in enumerate(expected):
+        np.testing.assert_array_equal(out[f"codes_l{level}"], codes)
+    for level in range(3):
+        audio = client.predict(channel, "jukebox", {"codes": out[f"codes_l{level}"],
+                                                    "level": np.int32(level)},
+                               signature="decode")["audio"]
+        np.testing.assert_allclose(
+            audio, vqvae.decode(expected[level], level).numpy()[..., 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sample_with_a_seed_is_deterministic(channel):
+    first = client.predict(channel, "jukebox", sample_inputs(), signature="sample")["codes"]
+    again = client.predict(channel, "jukebox", sample_inputs(), signature="sample")["codes"]
+    other = client.predict(channel, "jukebox", sample_inputs(seed=np.int64(6)),
+                           signature="sample")["codes"]
+    assert first.shape == (1, 12)
+    np.testing.assert_array_equal(first, again)
+    assert (first != other).any()
+
+
+def test_rest_predict_equals_grpc(server, channel):
+    grpc_out = client.predict(channel, "jukebox", DECODE, signature="decode")["audio"]
+    body = {"signature_name": "decode", "inputs": {"codes": CODES.tolist(), "level": 0}}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{server.rest_port}/v1/models/jukebox:predict",
+        data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        rest_out = np.array(json.loads(r.read())["outputs"], np.float32)
+    np.testing.assert_allclose(rest_out, grpc_out, rtol=1e-6, atol=1e-7)
+
+
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+BAD = [  # (id, signature, inputs, model spec overrides, status, words in the message)
+    ("wrong_dtype", "decode", {**DECODE, "codes": CODES.astype(np.float32)}, {}, INVALID,
+     "codes"),
+    ("wrong_rank", "decode", {**DECODE, "codes": CODES[0]}, {}, INVALID, "codes"),
+    ("wrong_scalar_rank", "decode", {**DECODE, "level": np.int32([0])}, {}, INVALID, "level"),
+    ("missing_input", "decode", {"codes": CODES}, {}, INVALID, "level"),
+    ("extra_input", "decode", {**DECODE, "bogus": np.int32(1)}, {}, INVALID, "bogus"),
+    ("code_above_codebook", "decode", {**DECODE, "codes": CODES + 64}, {}, INVALID, "codes"),
+    ("negative_code", "decode", {**DECODE, "codes": CODES - 64}, {}, INVALID, "codes"),
+    ("bad_level", "decode", {**DECODE, "level": np.int32(7)}, {}, INVALID, "level"),
+    ("bad_sample_rate", "encode", {**ENCODE, "sample_rate": np.int32(16000)}, {}, INVALID,
+     "sample_rate"),
+    ("too_many_tokens", "sample", sample_inputs(n_tokens=np.int32(10**8)), {}, INVALID,
+     "n_tokens"),
+    ("zero_tokens", "sample", sample_inputs(n_tokens=np.int32(0)), {}, INVALID, "n_tokens"),
+    ("bad_top_p", "sample", sample_inputs(top_p=np.float32(1.5)), {}, INVALID, "top_p"),
+    ("batch_too_large", "decode", {**DECODE, "codes": np.zeros([MAX_BATCH + 1, 2], np.int32)},
+     {}, INVALID, "codes"),
+    ("empty_tensor", "encode", {**ENCODE, "audio": np.zeros([1, 0], np.float32)}, {}, INVALID,
+     "audio"),
+    ("nan_audio", "encode", {**ENCODE, "audio": np.full([1, 1000], np.nan, np.float32)}, {},
+     INVALID, "audio"),
+    ("oversized", "encode", {**ENCODE, "audio": np.zeros([1, MAX_REQUEST_BYTES // 4 + 8],
+                                                         np.float32)}, {}, INVALID, "audio"),
+    ("unknown_signature", "nope", DECODE, {}, NOT_FOUND, "nope"),
+    ("unknown_model", "decode", DECODE, {"name": "nobody"}, NOT_FOUND, "nobody"),
+    ("unknown_version", "decode", DECODE, {"version": 99}, NOT_FOUND, "99"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_malformed_request_is_refused(channel, case):
+    _, signature, inputs, spec, code, words = case
+    model_spec = model_pb2.ModelSpec(name=spec.get("name", "jukebox"), signature_name=signature)
+    if "version" in spec:
+        model_spec.version.value = spec["version"]
+    request = predict_pb2.PredictRequest(model_spec=model_spec)
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=60)
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details()
+    assert_healthy(channel)
+
+
+@pytest.mark.slow
+def test_new_version_is_picked_up_while_serving(server, channel, exported):
+    base = exported["base"]
+    shutil.copytree(exported["path"], base / ".push-2")
+    os.rename(base / ".push-2", base / "2")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = [(s["version"], s["state"]) for s in client.status(channel, "jukebox")]
+        if (2, "AVAILABLE") in states:
+            break
+        time.sleep(0.2)
+    assert (2, "AVAILABLE") in states
+    out = client.predict(channel, "jukebox", DECODE, signature="decode", version=2)
+    np.testing.assert_allclose(
+        out["audio"], client.predict(channel, "jukebox", DECODE, signature="decode")["audio"])
+    assert_healthy(channel)
+
+
+def generate_args(*argv):
+    from jukebox_tf.cli import generate
+
+    parser = argparse.ArgumentParser(prog="jukebox-tf")
+    generate.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["generate", *map(str, argv)])
+
+
+@pytest.mark.slow
+def test_generate_command_writes_wav_and_png(server, channel, tmp_path):
+    import soundfile
+
+    out = tmp_path / "clip.wav"
+    args = generate_args("--server", server.target, "--model", "jukebox", "--artist", "ann",
+                         "--genre", "rock", "--lyrics", "la la", "--seconds", 0.05,
+                         "--seed", 3, "-o", out)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert args.func(args) == 0
+    audio, rate = soundfile.read(str(out))
+    assert rate == RATE and len(audio) == round(0.05 * RATE)
+    assert (tmp_path / "clip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for step in ("sample level 2", "upsample level 1", "upsample level 0", "decode level 0"):
+        assert step in err.getvalue()
+
+    # With a prompt: encoded by the server, its top-level codes prime the sample.
+    from jukebox_tf.audio.load import write_wav
+
+    prompt = write_wav(str(tmp_path / "prompt.wav"), AUDIO[0] * 0.5, RATE)
+    primed = tmp_path / "primed.wav"
+    args = generate_args("--server", server.target, "--seconds", 0.1, "--prompt", prompt,
+                         "--prompt-seconds", 0.04, "--seed", 3, "-o", primed)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert args.func(args) == 0
+    assert "encode prompt" in err.getvalue()
+    audio, rate = soundfile.read(str(primed))
+    assert rate == RATE and len(audio) == round(0.1 * RATE)
+    assert (tmp_path / "primed.png").exists()
+
+
+def test_generate_reports_unreachable_server_and_unknown_model(server, tmp_path):
+    from jukebox_tf.errors import JukeboxError
+
+    dead = f"127.0.0.1:{portpicker.pick_unused_port()}"
+    for target, model, needle in ((dead, "jukebox", "cannot reach a server"),
+                                  (server.target, "nobody", "nobody")):
+        args = generate_args("--server", target, "--model", model, "--seconds", 0.05,
+                             "--timeout", 10, "--quiet", "-o", tmp_path / "x.wav")
+        with pytest.raises(JukeboxError, match=needle):
+            args.func(args)
+    with pytest.raises(JukeboxError, match="--seconds"):
+        args = generate_args("--seconds", -1, "-o", tmp_path / "x.wav")
+        args.func(args)
