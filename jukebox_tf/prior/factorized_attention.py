@@ -34,13 +34,63 @@ _MASKED_LOGIT = -1e9  # as the original: finite, so a row with every key masked 
 _RING_KINDS = (ROW, PREV_BLOCK)  # caches that keep only the most recent positions
 
 
+@tf.custom_gradient
+def broadcast_rows(v, shape):
+    """v [C] broadcast to `shape` [..., C]. Its gradient sums dy over the rows as a
+    [1, rows] x [rows, C] matrix product: XLA on a CPU otherwise splits such a sum over
+    thousands of rows into a reduce-window it runs as a slow scalar loop (a few ms for every
+    bias and LayerNorm scale of a training step)."""
+
+    def grad(dy):
+        flat = tf.reshape(dy, [-1, v.shape[-1]])
+        ones = tf.ones([1, tf.shape(flat)[0]], flat.dtype)
+        return tf.cast(tf.reshape(tf.matmul(ones, flat), tf.shape(v)), v.dtype), None
+
+    return tf.broadcast_to(v, shape), grad
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Linear(keras.layers.Dense):
+    """keras Dense (same weights: kernel [in, units], bias [units]) computed as one 2-D matrix
+    product over all leading axes, with its bias gradient as a matrix product too
+    (broadcast_rows): a batched matmul and its per-batch kernel gradients otherwise."""
+
+    def call(self, inputs, training=None):
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        inputs = tf.cast(inputs, self.compute_dtype)
+        shape = dims(inputs)
+        y = tf.matmul(tf.reshape(inputs, [-1, shape[-1]]), kernel)
+        y = tf.reshape(y, shape[:-1] + [self.units])
+        if self.bias is not None:
+            y += broadcast_rows(tf.cast(self.bias, self.compute_dtype), tf.shape(y))
+        return self.activation(y) if self.activation is not None else y
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class LayerNorm(keras.layers.LayerNormalization):
+    """keras LayerNormalization over the last axis (same weights: gamma, beta), with the
+    gradients of gamma and beta as matrix products (broadcast_rows). Statistics in float32."""
+
+    def call(self, inputs, training=None):
+        x = tf.cast(inputs, tf.float32)
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        centred = x - mean
+        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+        y = centred * tf.math.rsqrt(variance + self.epsilon)
+        shape = tf.shape(y)
+        if self.gamma is not None:
+            y *= broadcast_rows(tf.cast(self.gamma, tf.float32), shape)
+        if self.beta is not None:
+            y += broadcast_rows(tf.cast(self.beta, tf.float32), shape)
+        return tf.cast(y, self.compute_dtype)
+
+
 def linear(units: int, init_scale: float = 1.0, zero_out: bool = False,
            name: str | None = None) -> keras.layers.Dense:
     """The original's Conv1D (x @ w + b): w ~ N(0, (0.02 init_scale)^2), or zeros; b zeros."""
     init = ("zeros" if zero_out
             else keras.initializers.RandomNormal(stddev=0.02 * init_scale))
-    return keras.layers.Dense(units, kernel_initializer=init, bias_initializer="zeros",
-                              name=name)
+    return Linear(units, kernel_initializer=init, bias_initializer="zeros", name=name)
 
 
 def build_once(layer, input_shape):
@@ -93,8 +143,26 @@ def attend_one(q, k, v, valid=None):
     return tf.cast(tf.reduce_sum(weights[..., None] * v, axis=1), dtype)
 
 
+def in_xla_context() -> bool:
+    """Whether the graph being built will be compiled by XLA (tf.function(jit_compile=True),
+    also from inside a nested function or loop body)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):  # private API: fall back to the portable path
+        return False
+
+
 def write_slot(cache, new, slot):
-    """cache [batch, n, n_state] with new [batch, 1, n_state] written at slot (int scalar)."""
+    """cache [batch, n, n_state] with new [batch, 1, n_state] written at slot (int scalar).
+
+    Under XLA a dynamic-update-slice, done in place on the loop-carried buffer; XLA's scatter
+    (what tensor_scatter_nd_update lowers to) copies the whole cache each step instead, which
+    for a column cache [batch, n_ctx, n_state] costs more than the rest of the step."""
+    new = tf.cast(new, cache.dtype)
+    if in_xla_context():
+        from tensorflow.compiler.tf2xla.python import xla as tfxla
+        return tfxla.dynamic_update_slice(cache, new, tf.stack([0, slot, 0]))
     batch = tf.shape(cache)[0]
     index = tf.stack([tf.range(batch), tf.fill([batch], slot)], axis=1)
     return tf.tensor_scatter_nd_update(cache, index, new[:, 0])

@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from jukebox_tf.prior.config import ACTIVATIONS, CROSS, DENSE, AttnOrder, PriorConfig, attn_kinds
-from jukebox_tf.prior.factorized_attention import FactorizedAttention, build_once, linear
+from jukebox_tf.prior.factorized_attention import (FactorizedAttention, LayerNorm, build_once,
+                                                  linear)
 from jukebox_tf.vqvae.conv import PACKAGE
 
 
@@ -29,7 +30,7 @@ def _activation(name: str):
 
 
 def _layer_norm(name: str) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=1e-5, name=name)
+    return LayerNorm(epsilon=1e-5, name=name)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

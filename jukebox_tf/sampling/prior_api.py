@@ -11,6 +11,9 @@ A prior (TopLevelPrior, Upsampler, or a test stand-in) offers:
 - `step(prev_tokens int32 [B, L], position, cache, cond) -> (logits float32 [B, L, l_bins],
   cache)`: prev_tokens[:, i] is the code at position + i - 1 (ignored at position 0, where the
   start token is used); logits[:, i] is the distribution of the code at position + i.
+- optional `forward_logits(prev_tokens int32 [B, T], cond) -> logits float32 [B, T, l_bins]`:
+  positions [0, T) by one uncached forward pass (the naive sampler's reference; without it
+  the naive sampler runs `step` over all T positions from a fresh cache).
 
 The optional facts below are read through these accessors, so a prior that names them
 differently needs a change here only.
@@ -80,3 +83,15 @@ def timing_sample_rate(prior) -> int | None:
         return None
     rate = getattr(prior.config, "sample_rate", None)
     return None if rate is None else int(rate)
+
+
+def forward_logits(prior, prev_tokens, cond):
+    """Logits float32 [B, T, l_bins] of positions [0, T) without carrying a cache: the prior's
+    `forward_logits` when it has one, else `step` over all T positions from a fresh cache."""
+    forward = getattr(prior, "forward_logits", None)
+    if forward is not None:
+        return forward(prev_tokens, cond)
+    import tensorflow as tf
+
+    cache = prior.init_cache(prev_tokens.shape[0], cond)
+    return prior.step(prev_tokens, tf.constant(0), cache, cond)[0]

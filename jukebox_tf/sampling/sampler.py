@@ -1,9 +1,9 @@
 """Sampling one window of a prior: prime the key/value cache, then draw tokens one at a time.
 
 The whole window is one `tf.function` (optionally XLA-compiled): the prime goes through
-`prior.step` in chunks inside a `tf.while_loop`, and the per-token loop is a second
-`tf.while_loop` whose state is the last token, the fixed-shape cache and the token buffer, so
-no Python runs per token. The samplers are kept per prior and settings, and prime length and
+`prior.step` in whole chunks inside a `tf.while_loop`, and the per-token loop is a second
+`tf.while_loop` (the rest of the prime, then the new tokens) whose state is the fixed-shape
+cache and the token buffer, so no Python runs per token. The samplers are kept per prior and settings, and prime length and
 token count are tensors, so a whole windowed run traces (and compiles) once per batch size.
 
     tokens = sample_window(prior, cond, prime, n_new=512, temperature=0.99, seed=0)
@@ -49,6 +49,14 @@ def _shifted(tokens):
     return tf.concat([tf.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
 
 
+def _write_column(tokens, position, token):
+    """tokens int32 [B, T] with token int32 [B] written at column `position`: in place under
+    XLA (a dynamic-update-slice; XLA's scatter would copy the buffer every step)."""
+    from jukebox_tf.prior.factorized_attention import write_slot
+
+    return write_slot(tokens[..., None], token[:, None, None], position)[..., 0]
+
+
 class WindowSampler:
     """Compiled window sampling for one prior and one SamplerSettings.
 
@@ -60,8 +68,8 @@ class WindowSampler:
     def __init__(self, prior, settings: SamplerSettings = SamplerSettings()):
         self.prior, self.settings = prior, settings
         jit = settings.jit_compile
-        self._cached = tf.function(self._generate, jit_compile=jit)
-        self._naive = tf.function(self._generate_naive, jit_compile=jit)
+        self._cached = tf.function(self._generate, jit_compile=jit, autograph=False)
+        self._naive = tf.function(self._generate_naive, jit_compile=jit, autograph=False)
 
     def _pick(self, logits, key, position):
         s = self.settings
@@ -86,39 +94,35 @@ class WindowSampler:
         chunk = min(self.settings.chunk_size, ctx)
         cache = self.prior.init_cache(batch, cond)
         inputs = _shifted(tokens)
-        # Whole chunks, then the rest of the prime one position at a time: static step shapes
-        # for any prime length.
+        # Whole chunks of the prime, then one position at a time: the rest of the prime and the
+        # new tokens share one loop (and one copy of the model in the graph, which keeps tracing
+        # and XLA compilation short); static step shapes for any prime length.
         whole = length // chunk * chunk
         cache = self._step_over(cond, inputs, cache, tf.constant(0), whole, chunk)
-        cache = self._step_over(cond, inputs, cache, whole, length, 1)
-        last = tf.gather(tokens, tf.maximum(length - 1, 0), axis=1)  # ignored at position 0
-        rows = tf.range(batch)
 
-        def body(position, last, cache, tokens):
+        def body(position, cache, tokens):
+            last = tf.gather(tokens, tf.maximum(position - 1, 0), axis=1)  # unused at 0
             logits, cache = self.prior.step(last[:, None], position, cache, cond)
             token = self._pick(logits[:, 0], key, position)
-            index = tf.stack([rows, tf.fill([batch], position)], axis=1)
-            return position + 1, token, cache, tf.tensor_scatter_nd_update(tokens, index, token)
+            # Inside the prime the prime's own token stays.
+            token = tf.where(position < length, tf.gather(tokens, position, axis=1), token)
+            return position + 1, cache, _write_column(tokens, position, token)
 
         stop = length + n_new
         return tf.while_loop(lambda position, *_: position < stop, body,
-                             (length, last, cache, tokens))[3]
+                             (whole, cache, tokens))[2]
 
     def _generate_naive(self, cond, prime, key, n_new: int):
         batch, length = prime.shape
-        total = length + n_new
         tokens = tf.concat([prime, tf.zeros([batch, n_new], tf.int32)], axis=1)
-        rows = tf.range(batch)
 
         def body(t, tokens):
-            # Everything recomputed from scratch: a fresh cache and all `total` positions (the
-            # causal mask keeps the not-yet-sampled tail from mattering).
+            # Everything recomputed from scratch: one uncached forward pass over the prime and
+            # all new positions (causal: the not-yet-sampled tail does not matter).
             position = length + t
-            logits, _ = self.prior.step(_shifted(tokens), tf.constant(0),
-                                        self.prior.init_cache(batch, cond), cond)
+            logits = prior_api.forward_logits(self.prior, _shifted(tokens), cond)
             token = self._pick(tf.gather(logits, position, axis=1), key, position)
-            index = tf.stack([rows, tf.fill([batch], position)], axis=1)
-            return t + 1, tf.tensor_scatter_nd_update(tokens, index, token)
+            return t + 1, _write_column(tokens, position, token)
 
         _, tokens = tf.while_loop(lambda t, _: t < n_new, body, (tf.constant(0), tokens))
         return tokens[:, length:]
