@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import re
-import statistics
 import sys
 import time
+
+from bench_common import peak_rss_mb, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,24 +41,6 @@ TARGET = {"train_tokens_per_s": 1.25, "sample_tokens_per_s_1": 2.0,
           "sample_tokens_per_s_4": 2.0}
 SCALING_CTX = (512, 2048, 8192)
 BLOCK_CTX = 64
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median of `repeats` later calls)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 
 def load_average() -> list[float]:
@@ -245,11 +226,7 @@ def main() -> int:
         print(f"{ctx:>6} {row['cached_s']:9.2f} {row['naive_s']:10.1f}")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB, {params:,} parameters, load average "
           f"{load_before} -> {result['load_average']['end']}, {result['wall_s']:.0f} s")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    write_result(args.json, result)  # the targets are in the JSON; the exit status stays 0
     return 0
 
 

@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import portpicker  # noqa: E402
+from bench_common import write_result  # noqa: E402
 
 import serving_load  # noqa: E402
 from serving import client  # noqa: E402
@@ -254,10 +255,7 @@ def main(argv=None) -> int:
           f"{100 * result['grpc_overhead_ratio']:+.1f}%")
     print(f"load: {load['clients']} x {load['requests_per_client']} requests, "
           f"{load['errors']} errors, RSS growth {100 * load['rss_growth']:+.1f}%")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    return 0 if all(result["meets_targets"].values()) else 1
+    return write_result(args.json, result)
 
 
 if __name__ == "__main__":

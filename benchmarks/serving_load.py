@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import portpicker  # noqa: E402
+from bench_common import write_result  # noqa: E402
 import psutil  # noqa: E402
 
 from serving import client  # noqa: E402
@@ -214,10 +215,7 @@ def main(argv=None) -> int:
     print(f"{result['rps']:.1f} requests/s with {args.clients} clients; server RSS "
           f"{result['rss_mb_after_first_100']:.0f} MB after the first {RSS_WINDOW} requests, "
           f"{result['rss_mb_after_last_100']:.0f} MB at the end ({100 * growth:+.1f}%)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    return 0 if all(result["meets_targets"].values()) else 1
+    return write_result(args.json, result)
 
 
 if __name__ == "__main__":

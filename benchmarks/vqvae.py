@@ -18,36 +18,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import re
-import statistics
 import sys
 import time
+
+from bench_common import peak_rss_mb, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PYTORCH = {"train_step_s": 1.33, "encode_audio_s_per_s": 34.0, "decode_l0_audio_s_per_s": 92.0}
 SPEEDUP = 1.25
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median of `repeats` later calls)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 
 def main() -> int:
@@ -137,11 +118,7 @@ def main() -> int:
         print(f"{name:34} {value:12.3f} {ref if ref is not None else '':>12}")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['params']} parameters; "
           f"speedups {', '.join(f'{k} {v:.2f}x' for k, v in result['speedup_vs_pytorch'].items())}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    write_result(args.json, result)  # the targets are in the JSON; the exit status stays 0
     return 0
 
 
