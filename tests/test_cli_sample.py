@@ -18,35 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from test_export import save_run
 from test_prior_task import write_codes
 
 RATE = 22050
-
-
-def save_run(task, run_dir, seed=0, codebook_std=None):
-    """A run directory as `training.train` leaves it, with the task's freshly built weights."""
-    import keras
-    import tensorflow as tf
-
-    from jukebox_tf.training import checkpoints, run_dir as layout
-    from jukebox_tf.training.ema import ExponentialMovingAverage
-    from jukebox_tf.training.loop import model_variables
-
-    keras.utils.set_random_seed(seed)
-    model = task.build()
-    if codebook_std:
-        rng = np.random.default_rng(seed)
-        for v in model.variables:
-            if v.path.endswith("codebook"):
-                v.assign(rng.normal(0.0, codebook_std, v.shape).astype(np.float32))
-    ema = ExponentialMovingAverage(model.trainable_variables, 0.0)
-    writer = checkpoints.CheckpointWriter(
-        tf.train.Checkpoint(model=model_variables(model), ema=ema),
-        layout.checkpoints_dir(run_dir), keep=1, chief=True)
-    writer.save(1)
-    writer.close()
-    layout.write_json(layout.task_config_path(run_dir), task.config_dict())
-    return run_dir
 
 
 @pytest.fixture(scope="module")
