@@ -246,6 +246,9 @@ class RestApi:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
+_DRAIN_FACTOR = 16
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "jukebox-tf-serving"
     timeout = 60  # a client that stalls mid-request frees its slot
@@ -261,11 +264,24 @@ class _Handler(BaseHTTPRequestHandler):
         if length is None or not length.isdigit():
             self.close_connection = True
             return self._answer(411, {"error": "Content-Length is required"})
-        if int(length) > self.server.api.max_body_bytes:
-            self.close_connection = True  # the unread body is dropped with the connection
+        limit = self.server.api.max_body_bytes
+        if int(length) > limit:
+            # Read the body before answering: closing on a client that is still sending makes
+            # its send fail (broken pipe) before it can read why. Past 16x the limit, drop it.
+            if int(length) <= _DRAIN_FACTOR * limit:
+                self._discard(int(length))
+            else:
+                self.close_connection = True
             return self._answer(400, {"error": f"request body is {length} bytes, over the "
-                                      f"limit {self.server.api.max_body_bytes}"})
+                                      f"limit {limit}"})
         self._answer(*self.server.api.handle("POST", self.path, self.rfile.read(int(length))))
+
+    def _discard(self, n: int) -> None:
+        while n > 0:
+            chunk = self.rfile.read(min(n, 1 << 16))
+            if not chunk:
+                break
+            n -= len(chunk)
 
     def _answer(self, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode("utf-8")
