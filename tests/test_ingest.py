@@ -238,11 +238,13 @@ def test_sigkill_mid_ingest_then_rerun_finishes_the_job(tmp_path, write_audio, c
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = out / ".ingest-parts"
     deadline = time.time() + 120
-    while not list(parts.glob("*.tfrecord")) and time.time() < deadline:
+    # A track is finished when its summary (.json, written after the part) exists: killing
+    # between the two leaves a part that a rerun must decode again.
+    while not list(parts.glob("*.json")) and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_parts = list(parts.glob("*.tfrecord"))
+    done_parts = list(parts.glob("*.json"))
     assert 1 <= len(done_parts) < 8
     assert not (out / "dataset.json").exists()
     assert not list(out.glob("data-*.tfrecord"))

@@ -13,6 +13,9 @@
 Windows come from chunks: a random window of `sample_length` frames per chunk when
 `random_crop` (the original's augmentation), else the chunk's start; short chunks are
 zero-padded at the end.
+
+Shards are TFRecord files, compressed as the manifest's `"compression"` says: "" (none, what
+`jukebox-tf ingest` writes) or "GZIP" (what the TFX AudioExampleGen writes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from jukebox_tf.audio.schema import check_version, feature_spec
 from jukebox_tf.errors import JukeboxError
 
 GENRE_PAD = -1
+COMPRESSIONS = ("", "GZIP")  # TFRecordDataset compression_type values a manifest may name
 
 
 def load_manifest(data_dir: str) -> dict:
@@ -39,6 +43,9 @@ def load_manifest(data_dir: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JukeboxError(f"{path}: not valid JSON ({e})") from None
     check_version(manifest.get("schema_version"), path)
+    if manifest.get("compression", "") not in COMPRESSIONS:
+        raise JukeboxError(f"{path}: unknown compression {manifest['compression']!r} "
+                           f"(supported: {', '.join(map(repr, COMPRESSIONS))})")
     missing = [s["file"] for s in manifest["shards"]
                if not os.path.isfile(os.path.join(data_dir, s["file"]))]
     if missing:
@@ -49,6 +56,14 @@ def load_manifest(data_dir: str) -> dict:
 def shard_paths(data_dir: str, manifest: dict | None = None) -> list[str]:
     manifest = manifest or load_manifest(data_dir)
     return [os.path.join(data_dir, s["file"]) for s in manifest["shards"] if s["chunks"]]
+
+
+def read_shards(files, manifest: dict):
+    """A `tf.data.TFRecordDataset` of serialized chunks from shard paths (or a dataset of
+    them), decompressing as the manifest says."""
+    import tensorflow as tf
+
+    return tf.data.TFRecordDataset(files, compression_type=manifest.get("compression", ""))
 
 
 def parse_chunks(serialized, max_genres: int = 4):
@@ -121,7 +136,7 @@ def make_dataset(data_dir: str, *, batch_size: int, sample_length: int | None = 
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    ds = ds.interleave(lambda f: read_shards(f, manifest), cycle_length=min(len(files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if input_context is not None and len(files) < input_context.num_input_pipelines:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)

@@ -8,10 +8,14 @@ temp name then rename) and the manifest is written last: a folder with a `datase
 complete, and no shard under its final name is ever partial.
 
 A bad file never stops the run: it is listed under `rejected` with a one-line reason.
+
+`read_corpus`, `track_examples` (the one function that turns a file into its chunk Examples)
+and `build_manifest` are shared with the TFX AudioExampleGen (`pipeline/components`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import glob
@@ -23,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -88,7 +92,7 @@ class TrackJob:
     track_id: str
     labels: schema.TrackLabels
     config: IngestConfig
-    part_path: str
+    part_path: str = ""  # only `ingest` writes parts; the Beam executor streams the Examples
 
 
 @dataclasses.dataclass
@@ -129,19 +133,31 @@ def process_track(job: TrackJob) -> TrackResult:
             _progress(result.frames / job.config.sample_rate)
         return result
     result = TrackResult(job.track_id, ok=False)
-    try:
-        _decode_into_part(job, result)
+    with rejecting(result):
+        with records.AtomicWriter(job.part_path) as part:
+            for example in track_examples(job, result):
+                part.write(records.frame_record(example))
         result.ok = True
         with records.AtomicWriter(summary_path, "w") as f:
             json.dump(dataclasses.asdict(result), f)
+    return result
+
+
+@contextlib.contextmanager
+def rejecting(result: TrackResult) -> Iterator[None]:
+    """Turns an error while decoding one file into `result.reason`, and goes on."""
+    try:
+        yield
     except AudioError as e:
         result.reason = str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must not end a long ingest
         result.reason = f"unexpected error while decoding: {type(e).__name__}: {e}"
-    return result
 
 
-def _decode_into_part(job: TrackJob, result: TrackResult) -> None:
+def track_examples(job: TrackJob, result: TrackResult) -> Iterator[bytes]:
+    """Decodes, mixes, resamples and chunks one file, streaming: yields its serialized chunk
+    Examples in order and fills `result` (source format, chunks; frames and flags once the
+    file is exhausted). Raises AudioError for a bad file, possibly after some chunks."""
     config = job.config
     with AudioReader(job.path) as reader:
         info = reader.info
@@ -156,30 +172,29 @@ def _decode_into_part(job: TrackJob, result: TrackResult) -> None:
         peak = 0.0
         emitted = 0  # frames handed to the chunker, clamped to the declared length
 
-        with records.AtomicWriter(job.part_path) as part:
-            def write(chunks):
-                for offset, chunk in chunks:
-                    part.write(records.frame_record(schema.encode_chunk(
-                        chunk, sample_rate=config.sample_rate, track_id=job.track_id,
-                        offset=offset, track_length=total, labels=job.labels)))
-                    result.chunks += 1
+        def encode(chunks):
+            for offset, chunk in chunks:
+                result.chunks += 1
+                yield schema.encode_chunk(
+                    chunk, sample_rate=config.sample_rate, track_id=job.track_id,
+                    offset=offset, track_length=total, labels=job.labels)
 
-            def feed(out):
-                nonlocal emitted
-                out = out[:max(0, total - emitted)]
-                emitted += len(out)
-                write(chunker.push(out))
+        def feed(out):
+            nonlocal emitted
+            out = out[:max(0, total - emitted)]
+            emitted += len(out)
+            return encode(chunker.push(out))
 
-            for block in reader.blocks(block_frames):
-                block = to_channels(block, config.channels)
-                peak = max(peak, float(np.abs(block).max()))
-                feed(resampler.process(block))
-                if _progress:
-                    _progress(len(block) / info.sample_rate)
-            feed(resampler.flush())
-            if emitted < total:  # MP3 within its length slack: pad to the declared length
-                feed(np.zeros((total - emitted, config.channels), np.float32))
-            write(chunker.finish())
+        for block in reader.blocks(block_frames):
+            block = to_channels(block, config.channels)
+            peak = max(peak, float(np.abs(block).max()))
+            yield from feed(resampler.process(block))
+            if _progress:
+                _progress(len(block) / info.sample_rate)
+        yield from feed(resampler.flush())
+        if emitted < total:  # MP3 within its length slack: pad to the declared length
+            yield from feed(np.zeros((total - emitted, config.channels), np.float32))
+        yield from encode(chunker.finish())
     result.frames = total
     if peak < schema.SILENCE_PEAK:
         result.flags.append("all-silent audio (peak below -80 dBFS); kept")
@@ -284,10 +299,27 @@ def _assign_shards(sizes: list[int], count: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
-def ingest(input_dir: str, output_dir: str, config: IngestConfig = IngestConfig(),
-           metadata_path: str | None = None, progress: bool = True) -> dict:
-    """Runs the ingest; returns the manifest (also written to OUTPUT_DIR/dataset.json)."""
-    started = time.time()
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A folder of audio read for ingest: the candidate files with their labels (in the
+    vocabularies built from the metadata rows of files that exist) and what was set aside."""
+    input_dir: str
+    metadata: Metadata
+    vocab: Vocabularies
+    candidates: list[str]  # paths relative to input_dir, '/'-separated; also the track ids
+    rejected: list[dict]  # {"path", "reason"}: unsupported formats, metadata problems
+    ignored: list[dict]
+
+    def jobs(self, config: IngestConfig) -> list[TrackJob]:
+        """One job per candidate, without a part file (see `ingest` for those)."""
+        return [TrackJob(os.path.join(self.input_dir, rel), rel,
+                         self.vocab.labels(self.metadata.rows.get(rel)), config)
+                for rel in self.candidates]
+
+
+def read_corpus(input_dir: str, metadata_path: str | None = None,
+                skip: Sequence[str] = ()) -> Corpus:
+    """Scans INPUT_DIR (skipping SKIP and the metadata sidecar, found there when not given)."""
     if not os.path.isdir(input_dir):
         raise IngestError(f"input folder {input_dir!r} does not exist or is not a folder")
     if metadata_path is not None and not os.path.isfile(metadata_path):
@@ -295,13 +327,7 @@ def ingest(input_dir: str, output_dir: str, config: IngestConfig = IngestConfig(
     metadata_path = metadata_path or find_metadata(input_dir)
     metadata = read_metadata(metadata_path, input_dir) if metadata_path else Metadata()
 
-    os.makedirs(output_dir, exist_ok=True)
-    parts_dir = os.path.join(output_dir, PARTS_DIR)
-    os.makedirs(parts_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(parts_dir, "*.tmp-*")):
-        os.remove(stale)  # left by a killed worker; never mistaken for a finished part
-
-    candidates, rejected, ignored = scan(input_dir, skip=[output_dir] + (
+    candidates, rejected, ignored = scan(input_dir, skip=list(skip) + (
         [metadata_path] if metadata_path else []))
     rejected += metadata.problems
     on_disk = set(candidates)
@@ -310,29 +336,37 @@ def ingest(input_dir: str, output_dir: str, config: IngestConfig = IngestConfig(
             rejected.append({"path": rel, "reason": f"listed in {os.path.basename(metadata.source)}"
                              f" (row {row.row}) but the file does not exist"})
     vocab = Vocabularies.build(r for rel, r in metadata.rows.items() if rel in on_disk)
+    return Corpus(input_dir, metadata, vocab, candidates, rejected, ignored)
 
-    jobs, total_seconds = [], 0.0
-    for rel in candidates:
-        path = os.path.join(input_dir, rel)
-        labels = vocab.labels(metadata.rows.get(rel))
-        key = _job_key(path, rel, labels, config)
-        jobs.append(TrackJob(path, rel, labels, config, os.path.join(parts_dir, key + ".tfrecord")))
-        total_seconds += _declared_seconds(path)
+
+def ingest(input_dir: str, output_dir: str, config: IngestConfig = IngestConfig(),
+           metadata_path: str | None = None, progress: bool = True) -> dict:
+    """Runs the ingest; returns the manifest (also written to OUTPUT_DIR/dataset.json)."""
+    started = time.time()
+    corpus = read_corpus(input_dir, metadata_path, skip=[output_dir])
+
+    os.makedirs(output_dir, exist_ok=True)
+    parts_dir = os.path.join(output_dir, PARTS_DIR)
+    os.makedirs(parts_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(parts_dir, "*.tmp-*")):
+        os.remove(stale)  # left by a killed worker; never mistaken for a finished part
+
+    jobs = [dataclasses.replace(job, part_path=os.path.join(
+                parts_dir, _job_key(job.path, job.track_id, job.labels, config) + ".tfrecord"))
+            for job in corpus.jobs(config)]
+    total_seconds = sum(_declared_seconds(job.path) for job in jobs)
 
     workers = max(1, min(config.workers or os.cpu_count() or 1, len(jobs)))
     results = _run_jobs(jobs, workers, progress, total_seconds)
     ok = [r for r in results if r.ok]
-    rejected += [{"path": r.track_id, "reason": r.reason} for r in results if not r.ok]
-    flagged = [{"path": r.track_id, "reason": flag} for r in ok for flag in r.flags]
+    rejected = corpus.rejected + [{"path": r.track_id, "reason": r.reason}
+                                  for r in results if not r.ok]
 
     part_of = {job.track_id: job.part_path for job in jobs}
     shards = _write_shards(output_dir, [part_of[r.track_id] for r in ok], config.shards)
-    manifest = _manifest(input_dir, config, metadata, vocab, ok, shards, rejected, flagged,
-                         ignored, started, reused=sum(r.reused for r in ok))
-    _write_vocab(output_dir, "artists.txt", vocab.artists)
-    _write_vocab(output_dir, "genres.txt", vocab.genres)
-    with records.AtomicWriter(os.path.join(output_dir, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2, ensure_ascii=False)
+    manifest = build_manifest(corpus, config, ok, shards, rejected, started,
+                              reused=sum(r.reused for r in ok))
+    write_dataset_files(output_dir, manifest)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return manifest
 
@@ -378,8 +412,26 @@ def _write_vocab(output_dir: str, name: str, vocab: Sequence[str]) -> None:
         f.write("".join(v.replace("\n", " ") + "\n" for v in vocab))
 
 
-def _manifest(input_dir, config, metadata, vocab, ok, shards, rejected, flagged, ignored,
-              started, reused) -> dict:
+def write_dataset_files(output_dir: str, manifest: dict) -> None:
+    """The vocabulary files, then the manifest (last: it marks the folder complete)."""
+    _write_vocab(output_dir, "artists.txt", manifest["artists"])
+    _write_vocab(output_dir, "genres.txt", manifest["genres"])
+    with records.AtomicWriter(os.path.join(output_dir, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2, ensure_ascii=False)
+
+
+def flagged_files(ok: Sequence[TrackResult]) -> list[dict]:
+    """{"path", "reason"} per flag of the tracks kept (silent, clipped)."""
+    return [{"path": r.track_id, "reason": flag} for r in ok for flag in r.flags]
+
+
+def build_manifest(corpus: Corpus, config: IngestConfig, ok: Sequence[TrackResult],
+                   shards: list[dict], rejected: list[dict], started: float, reused: int = 0,
+                   compression: str = "") -> dict:
+    """The `dataset.json` of a folder holding the chunks of the tracks OK in SHARDS (each
+    {"file", "tracks", "chunks", "bytes"}, TFRecord files compressed with COMPRESSION)."""
+    metadata, vocab, ignored = corpus.metadata, corpus.vocab, corpus.ignored
+    flagged = flagged_files(ok)
     frames = sum(r.frames for r in ok)
     seconds = frames / config.sample_rate
     wall = time.time() - started
@@ -387,7 +439,7 @@ def _manifest(input_dir, config, metadata, vocab, ok, shards, rejected, flagged,
         "schema_version": schema.SCHEMA_VERSION,
         "jukebox_tf_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "input_dir": os.path.abspath(input_dir),
+        "input_dir": os.path.abspath(corpus.input_dir),
         "metadata_file": metadata.source,
         "config": dataclasses.asdict(config),
         "sample_rate": config.sample_rate,
@@ -404,6 +456,7 @@ def _manifest(input_dir, config, metadata, vocab, ok, shards, rejected, flagged,
         "realtime_factor": round(seconds / wall, 1) if wall > 0 else None,
         "artists": list(vocab.artists),
         "genres": list(vocab.genres),
+        "compression": compression,
         "shards": shards,
         "tracks": [{"track_id": r.track_id, "seconds": round(r.frames / config.sample_rate, 3),
                     "chunks": r.chunks, "source_sample_rate": r.source_rate,

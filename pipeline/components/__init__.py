@@ -1,0 +1,1 @@
+"""The custom TFX components of the jukebox-tf pipeline (issue 6)."""
