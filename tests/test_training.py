@@ -570,3 +570,25 @@ def test_checkpoints_hold_weights_of_sublayers_kept_in_lists(tmp_path):
     assert len(restored.variables) == 4
     for got, want in zip(restored.variables, trained):
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_zero_steps_saves_the_initial_weights(tmp_path):
+    """An untrained run (steps 0) still loads: its checkpoint holds the initial weights."""
+    task = Regression()
+    result = train(task, config(steps=0), str(tmp_path), progress=False)
+    assert result["step"] == 0.0
+    assert checkpoints.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-0")
+    initial = task.initial_weights  # restore_for_eval builds a new model with new weights
+    loaded = weights(restore_for_eval(task, str(tmp_path), use_ema=False))
+    for got, want in zip(loaded, initial):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(JukeboxError, match=r"steps=-1: must be an integer >= 0"):
+        config(steps=-1)
+
+
+def test_tensorboard_dir_option(tmp_path):
+    tb = tmp_path / "elsewhere"
+    train(Regression(), config(steps=2, log_every=1), str(tmp_path / "run"), progress=False,
+          tensorboard_dir=str(tb))
+    assert list(tb.glob("events.out.tfevents.*"))
+    assert not (tmp_path / "run" / "tensorboard").exists()

@@ -37,11 +37,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        at_least_one = ("steps", "global_batch_size", "checkpoint_every", "keep_checkpoints",
+        at_least_one = ("global_batch_size", "checkpoint_every", "keep_checkpoints",
                         "log_every", "media_every")
         for name in at_least_one:
             _require(self, name, _is_int(getattr(self, name)) and getattr(self, name) >= 1,
                      "must be an integer >= 1")
+        # steps 0 saves the initial weights: an untrained run (a baseline, a pipeline check).
+        _require(self, "steps", _is_int(self.steps) and self.steps >= 0, "must be an integer >= 0")
         _require(self, "warmup_steps", _is_int(self.warmup_steps) and self.warmup_steps >= 0,
                  "must be an integer >= 0")
         _require(self, "seed", _is_int(self.seed) and self.seed >= 0, "must be an integer >= 0")

@@ -34,8 +34,11 @@ from jukebox_tf.training.strategy import is_chief, strategy_from_env
 
 def train(task, config: TrainConfig, run_dir: str, *,
           strategy: tf.distribute.Strategy | None = None, resume: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, tensorboard_dir: str | None = None) -> dict:
     """Trains `task` for `config.steps` steps (in total, counting steps before a resumption).
+
+    TensorBoard logs go to `tensorboard_dir` (default run_dir/tensorboard). A run with
+    nothing to train and no checkpoint yet saves its initial weights, so every run loads.
 
     Returns the last logged metrics as floats, with "step" and "skipped_steps". Stops early,
     after saving, on SIGTERM/SIGINT; then "step" < config.steps.
@@ -57,7 +60,8 @@ def train(task, config: TrainConfig, run_dir: str, *,
         _check_workers_agree(strategy, int(state.step.numpy()), ckpt_dir)
         if chief:
             checkpoints.remove_partial_saves(ckpt_dir)
-        return _Loop(task, config, run_dir, strategy, state, chief, progress).run()
+        return _Loop(task, config, run_dir, strategy, state, chief, progress,
+                     tensorboard_dir or layout.tensorboard_dir(run_dir)).run()
 
 
 def restore_for_eval(task, run_dir: str, use_ema: bool = True) -> keras.Model:
@@ -146,8 +150,9 @@ class _Loop:
     """The Python side of training: steps, logging, media, checkpoints, stop requests."""
 
     def __init__(self, task, config: TrainConfig, run_dir: str, strategy, state: _TrainState,
-                 chief: bool, progress: bool):
+                 chief: bool, progress: bool, tensorboard_dir: str):
         self.task, self.config, self.strategy, self.state = task, config, strategy, state
+        self.tensorboard_dir = tensorboard_dir
         self.run_dir, self.chief, self.progress = run_dir, chief, progress and chief
         self.start = int(state.step.numpy())
         self.logged = {"step": float(self.start), "skipped_steps": float(state.skipped.numpy())}
@@ -156,15 +161,17 @@ class _Loop:
 
     def run(self) -> dict:
         config = self.config
-        if self.start >= config.steps:
-            if self.chief:
-                _note(f"already at step {self.start} of {config.steps}: nothing to train")
-            return self.logged
-        self.writer = (tf.summary.create_file_writer(layout.tensorboard_dir(self.run_dir))
-                       if self.chief else tf.summary.create_noop_writer())
         self.saver = checkpoints.CheckpointWriter(self.state.checkpoint,
                                                   layout.checkpoints_dir(self.run_dir),
                                                   config.keep_checkpoints, self.chief)
+        if self.start >= config.steps:
+            if self.chief:
+                _note(f"already at step {self.start} of {config.steps}: nothing to train")
+            if not checkpoints.has_checkpoints(layout.checkpoints_dir(self.run_dir)):
+                self.saver.save(self.start)  # every worker: saving may run collectives
+            return self.logged
+        self.writer = (tf.summary.create_file_writer(self.tensorboard_dir)
+                       if self.chief else tf.summary.create_noop_writer())
         seed = dataset_seed(config.seed, self.start)
         iterator = iter(self.strategy.distribute_datasets_from_function(
             lambda ctx: self.task.dataset(ctx, seed)))

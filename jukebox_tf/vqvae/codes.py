@@ -43,13 +43,7 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
     from tqdm import tqdm
 
     manifest = load_manifest(data_dir)
-    config = model.config
-    if manifest["sample_rate"] != config.sample_rate:
-        raise JukeboxError(f"{data_dir}: dataset at {manifest['sample_rate']} Hz, the VQ-VAE "
-                           f"was trained at {config.sample_rate} Hz")
-    hops = config.hop_lengths
-    top = hops[-1]
-    chunk = -(-manifest["chunk_frames"] // top) * top  # whole top-level codes
+    chunk = encode_length(model.config, manifest, data_dir)
     ds = make_dataset(data_dir, batch_size=batch_size, sample_length=chunk, random_crop=False,
                       shuffle=False, repeat=False, drop_remainder=False)
     encode = tf.function(lambda audio: model.encode(audio))
@@ -59,7 +53,7 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
         os.remove(os.path.join(out_dir, MANIFEST))  # incomplete until rewritten below
     names = [SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)]
     counts = [0] * num_shards
-    tokens = [0] * len(hops)
+    tokens = [0] * model.config.levels
     # Every shard commits (renames) only if the whole pass succeeds.
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(records.AtomicWriter(os.path.join(out_dir, n)))
@@ -67,44 +61,97 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
         with tqdm(total=manifest["counts"]["chunks"], unit="chunk", desc="encode",
                   disable=not progress) as bar:
             for batch in ds:
-                codes = [c.numpy() for c in encode(batch["audio"])]
-                for i in range(len(batch["track_id"])):
-                    n = int(batch["num_samples"][i])
-                    track = batch["track_id"][i].numpy().decode()
-                    feats = {"track_id": track, "offset": int(batch["offset"][i]),
-                             "num_samples": n, "track_length": int(batch["track_length"][i]),
-                             "artist": batch["artist"][i].numpy(),
-                             "artist_id": int(batch["artist_id"][i]),
-                             "genre_ids": np.asarray([g for g in batch["genre_ids"][i].numpy()
-                                                      if g >= 0], np.int64),
-                             "lyrics": batch["lyrics"][i].numpy(),
-                             "schema_version": CODES_SCHEMA_VERSION}
-                    for level, hop in enumerate(hops):
-                        level_codes = codes[level][i, :-(-n // hop)]
-                        feats[f"codes_l{level}"] = level_codes.astype("<i2").tobytes()
-                        tokens[level] += len(level_codes)
+                for track, record, level_tokens in code_examples(
+                        batch, encode(batch["audio"]), model.config.hop_lengths):
                     shard = _shard_of(track, num_shards)
-                    files[shard].write(records.frame_record(records.encode_example(feats)))
+                    files[shard].write(records.frame_record(record))
                     counts[shard] += 1
+                    tokens = [a + b for a, b in zip(tokens, level_tokens)]
                 bar.update(len(batch["track_id"]))
-    result = {
+    result = codes_manifest(model.config, manifest, [{"file": n, "chunks": c}
+                                                     for n, c in zip(names, counts)],
+                            tokens, source_dataset=data_dir, source_run=source_run)
+    write_codes_manifest(out_dir, result)
+    return result
+
+
+def encode_length(config, manifest: dict, data_dir: str) -> int:
+    """Samples each chunk is encoded at: the chunk rounded up to whole top-level codes."""
+    if manifest["sample_rate"] != config.sample_rate:
+        raise JukeboxError(f"{data_dir}: dataset at {manifest['sample_rate']} Hz, the VQ-VAE "
+                           f"was trained at {config.sample_rate} Hz")
+    top = config.hop_lengths[-1]
+    return -(-manifest["chunk_frames"] // top) * top
+
+
+def chunk_windows(serialized, length: int) -> dict:
+    """A batch of serialized audio chunk Examples windowed exactly as `make_dataset(
+    random_crop=False, sample_length=length)` does: `audio` [B, length, C] from each chunk's
+    start, zero-padded."""
+    from jukebox_tf.audio.dataset import _window, parse_chunks
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(serialized)).map(
+        lambda s: _window(parse_chunks(tf.expand_dims(s, 0)), length, False, None))
+    return next(iter(ds.batch(len(serialized))))
+
+
+def code_examples(batch: dict, codes, hops) -> list[tuple[str, bytes, list[int]]]:
+    """(track_id, serialized codes Example, tokens per level) for each chunk of a batch of
+    windows (`make_dataset` items, `audio` [B, T, C]) and its codes per level ([B, T/hop])."""
+    codes = [np.asarray(c) for c in codes]
+    out = []
+    for i in range(len(batch["track_id"])):
+        n = int(batch["num_samples"][i])
+        track = _text(batch["track_id"][i])
+        feats = {"track_id": track, "offset": int(batch["offset"][i]),
+                 "num_samples": n, "track_length": int(batch["track_length"][i]),
+                 "artist": _bytes(batch["artist"][i]),
+                 "artist_id": int(batch["artist_id"][i]),
+                 "genre_ids": np.asarray([g for g in np.asarray(batch["genre_ids"][i])
+                                          if g >= 0], np.int64),
+                 "lyrics": _bytes(batch["lyrics"][i]),
+                 "schema_version": CODES_SCHEMA_VERSION}
+        level_tokens = []
+        for level, hop in enumerate(hops):
+            level_codes = codes[level][i, :-(-n // hop)]
+            feats[f"codes_l{level}"] = level_codes.astype("<i2").tobytes()
+            level_tokens.append(len(level_codes))
+        out.append((track, records.encode_example(feats), level_tokens))
+    return out
+
+
+def _bytes(value) -> bytes:
+    return value.numpy() if hasattr(value, "numpy") else bytes(value)
+
+
+def _text(value) -> str:
+    return _bytes(value).decode()
+
+
+def codes_manifest(config, dataset_manifest: dict, shards: list[dict], tokens: list[int], *,
+                   source_dataset: str, source_run: str | None) -> dict:
+    """codes.json's content; shards: [{"file", "chunks"}]."""
+    return {
         "schema_version": CODES_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source_dataset": os.path.abspath(data_dir),
+        "source_dataset": os.path.abspath(source_dataset),
         "vqvae_run": source_run and os.path.abspath(source_run),
         "sample_rate": config.sample_rate,
         "levels": config.levels,
-        "hop_lengths": list(hops),
+        "hop_lengths": list(config.hop_lengths),
         "l_bins": config.l_bins,
-        "chunks": sum(counts),
-        "tokens": tokens,
-        "artists": manifest["artists"],
-        "genres": manifest["genres"],
-        "shards": [{"file": n, "chunks": c} for n, c in zip(names, counts)],
+        "chunks": sum(s["chunks"] for s in shards),
+        "tokens": list(tokens),
+        "artists": dataset_manifest["artists"],
+        "genres": dataset_manifest["genres"],
+        "shards": shards,
     }
+
+
+def write_codes_manifest(out_dir: str, manifest: dict) -> None:
+    """Written last: a codes folder with codes.json is complete."""
     with records.AtomicWriter(os.path.join(out_dir, MANIFEST), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+        json.dump(manifest, f, indent=2)
 
 
 def _shard_of(track_id: str, num_shards: int) -> int:

@@ -1,0 +1,49 @@
+"""`run_fn`s of the stock TFX Trainer: the library's strategy-aware training loop.
+
+The Trainer's `model` output (`<uri>/Format-Serving`) is a jukebox-tf run directory
+(task.json, train_config.json, checkpoints/), loadable with `load_vqvae_run` /
+`load_prior_run`; TensorBoard logs go to the `model_run` output. `custom_config` carries the
+preset, the level (priors) and TrainConfig fields; the steps come from `train_args`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jukebox_tf.training import TrainConfig, train
+
+
+def split_dir(patterns) -> str:
+    """The split folder of a Trainer file pattern list (`<uri>/Split-train/*`)."""
+    pattern = patterns[0] if isinstance(patterns, (list, tuple)) else patterns
+    return os.path.dirname(pattern) if pattern.endswith("*") else pattern
+
+
+def _train_config(fn_args) -> TrainConfig:
+    return TrainConfig(steps=int(fn_args.train_steps or 0), **fn_args.custom_config["train"])
+
+
+def vqvae_run_fn(fn_args) -> None:
+    """Trains the VQ-VAE on the train split of AudioExampleGen's Examples."""
+    from jukebox_tf.vqvae import get_preset
+    from jukebox_tf.vqvae.task import VQVAETask
+
+    custom = fn_args.custom_config
+    config = _train_config(fn_args)
+    task = VQVAETask(get_preset(custom["preset"], sample_rate=custom["sample_rate"]),
+                     split_dir(fn_args.train_files), config.global_batch_size)
+    train(task, config, fn_args.serving_model_dir, progress=False,
+          tensorboard_dir=fn_args.model_run_dir)
+
+
+def prior_run_fn(fn_args) -> None:
+    """Trains the prior of `custom_config["level"]` on the train split of CodeGen's codes."""
+    from jukebox_tf.prior import get_preset
+    from jukebox_tf.prior.task import PriorTask
+
+    custom = fn_args.custom_config
+    config = _train_config(fn_args)
+    task = PriorTask.from_codes(get_preset(custom["preset"]), split_dir(fn_args.train_files),
+                                custom["level"], custom["batch_size"])
+    train(task, config, fn_args.serving_model_dir, progress=False,
+          tensorboard_dir=fn_args.model_run_dir)

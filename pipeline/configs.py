@@ -1,0 +1,79 @@
+"""Settings of the Jukebox TFX pipeline, as frozen dataclasses with named presets.
+
+    config = get_config("tiny", vqvae_steps=50)
+    create_pipeline(..., config=config)
+
+`tiny` is the demo and CI size (minutes on 2 CPU cores); `small` trains the CPU-sized models
+of the library's `small` presets on real music. Every field ends up in a component's
+execution properties, so changing one re-runs that component and everything after it, and
+leaving them alone lets a second run reuse the cached outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+PIPELINE_NAME = "jukebox-tf"
+MODEL_NAME = "jukebox"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    preset: str = "tiny"  # the library presets: VQ-VAE `preset`, priors `preset`/`preset_upsampler`
+    sample_rate: int = 22050
+    chunk_seconds: float = 10.0
+    eval_ratio: int = 1  # hash buckets: train 2 : eval `eval_ratio`, split by whole tracks
+    vqvae_steps: int = 400
+    vqvae_batch_size: int = 4
+    vqvae_learning_rate: float = 1e-3
+    prior_steps: int = 600  # top-level prior
+    upsampler_steps: int = 400  # each upsampler
+    prior_batch_size: int = 8
+    prior_learning_rate: float = 2e-3
+    code_batch_size: int = 8  # chunks per CodeGen encode call
+    max_eval_chunks: int = 64
+    model_name: str = MODEL_NAME
+
+    def __post_init__(self):
+        for field in ("vqvae_steps", "prior_steps", "upsampler_steps"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        for field in ("sample_rate", "vqvae_batch_size", "prior_batch_size", "code_batch_size",
+                      "max_eval_chunks", "eval_ratio"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+
+    def vqvae_custom_config(self) -> dict:
+        return {"preset": self.preset, "sample_rate": self.sample_rate,
+                "train": self._train(self.vqvae_batch_size, self.vqvae_learning_rate,
+                                     self.vqvae_steps)}
+
+    def prior_custom_config(self, level: int, top_level: int) -> dict:
+        preset = self.preset if level == top_level else f"{self.preset}_upsampler"
+        steps = self.prior_steps if level == top_level else self.upsampler_steps
+        return {"preset": preset, "level": level, "batch_size": self.prior_batch_size,
+                "train": self._train(self.prior_batch_size, self.prior_learning_rate, steps)}
+
+    def prior_steps_of(self, level: int, top_level: int) -> int:
+        return self.prior_steps if level == top_level else self.upsampler_steps
+
+    @staticmethod
+    def _train(batch_size: int, learning_rate: float, steps: int) -> dict:
+        """TrainConfig fields (steps come from the Trainer's train_args)."""
+        return {"global_batch_size": batch_size, "learning_rate": learning_rate,
+                "warmup_steps": min(20, steps // 10), "checkpoint_every": max(steps, 1),
+                "media_every": max(steps // 2, 1)}
+
+
+PRESETS = {
+    "tiny": PipelineConfig(),
+    "small": PipelineConfig(preset="small", chunk_seconds=24.0, vqvae_steps=20000,
+                            vqvae_learning_rate=3e-4, prior_steps=20000, upsampler_steps=20000,
+                            prior_batch_size=4, prior_learning_rate=3e-4, max_eval_chunks=256),
+}
+
+
+def get_config(preset: str = "tiny", **overrides) -> PipelineConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown pipeline preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return dataclasses.replace(PRESETS[preset], **overrides)
