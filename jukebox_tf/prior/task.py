@@ -301,7 +301,6 @@ class PriorTask:
         {"codes", "mask", "labels"?, "lyrics"?, "upper_codes"?}."""
         config, t = self.config, self._constants()
         n_ctx, ratio = config.n_ctx, config.hop_ratio if config.is_upsampler else 1
-        hop = self.codes_info["hop_lengths"][config.level]
         track_seed, start_seed = tf.unstack(
             tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
         track = tf.random.stateless_categorical(t["log_weights"][None], batch_size,
@@ -312,6 +311,14 @@ class PriorTask:
         uniform = tf.random.stateless_uniform([batch_size], start_seed, dtype=tf.float64)
         start = tf.minimum(tf.cast(uniform * tf.cast(units, tf.float64), tf.int64),
                            units - 1) * ratio
+        return self.window_batch(track, start)
+
+    def window_batch(self, track, start) -> dict:
+        """The batch of the windows starting at token `start` int64 [B] of tracks `track` [B]:
+        what `sample_batch` yields after its random draw (evaluation tiles tracks with it)."""
+        config, t = self.config, self._constants()
+        n_ctx, ratio = config.n_ctx, config.hop_ratio if config.is_upsampler else 1
+        hop = self.codes_info["hop_lengths"][config.level]
         codes, mask = self._gather_window(config.level, track, start, n_ctx)
         batch = {"codes": codes, "mask": tf.cast(mask, tf.float32)}
         offset, duration = start * hop, n_ctx * hop
