@@ -22,7 +22,7 @@ class PipelineConfig:
     preset: str = "tiny"  # the library presets: VQ-VAE `preset`, priors `preset`/`preset_upsampler`
     sample_rate: int = 22050
     chunk_seconds: float = 10.0
-    eval_ratio: int = 1  # hash buckets: train 2 : eval `eval_ratio`, split by whole tracks
+    eval_ratio: float = 0.3  # share of the tracks in the eval split (whole tracks, by hash)
     vqvae_steps: int = 400
     vqvae_batch_size: int = 4
     vqvae_learning_rate: float = 1e-3
@@ -38,8 +38,10 @@ class PipelineConfig:
         for field in ("vqvae_steps", "prior_steps", "upsampler_steps"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if not 0 < self.eval_ratio < 1:
+            raise ValueError(f"eval_ratio must be in (0, 1), got {self.eval_ratio}")
         for field in ("sample_rate", "vqvae_batch_size", "prior_batch_size", "code_batch_size",
-                      "max_eval_chunks", "eval_ratio"):
+                      "max_eval_chunks"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
 

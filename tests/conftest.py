@@ -24,19 +24,21 @@ def write_wav_header_only(path, rate, frames=100, channels=1):
         w.writeframes(b"\x00\x01" * frames * channels)
 
 
-@pytest.fixture
-def cli():
+def run_cli(*args, check=False, timeout=600, **kw):
     """Runs `python -m jukebox_tf ARGS` in a subprocess; returns CompletedProcess."""
     import subprocess
 
-    def run(*args, check=False, timeout=600, **kw):
-        proc = subprocess.run([sys.executable, "-m", "jukebox_tf", *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout, **kw)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+    proc = subprocess.run([sys.executable, "-m", "jukebox_tf", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
-    return run
+
+@pytest.fixture
+def cli():
+    """`run_cli` as a fixture."""
+    return run_cli
 
 
 @pytest.fixture

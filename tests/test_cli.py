@@ -49,30 +49,3 @@ def test_ingest_usage_errors(tmp_path, cli):
     assert result.returncode == 1 and "ingested 0 file(s)" in result.stdout
     result = cli("ingest", tmp_path / "empty", tmp_path / "out", "--channels", "3")
     assert result.returncode == 2 and "invalid choice" in result.stderr
-
-
-@pytest.mark.slow
-def test_demo_command_runs_the_whole_job(tmp_path, cli):
-    out = tmp_path / "demo"
-    result = cli("demo", "--out", out, "--track-seconds", "4", "--vqvae-steps", "3",
-                 "--prior-steps", "2", "--upsampler-steps", "2", "--sample-seconds", "0.2",
-                 check=True)
-    manifest = json.loads((out / "dataset" / "dataset.json").read_text())
-    assert manifest["counts"]["files_ok"] == 12 and manifest["counts"]["files_rejected"] == 0
-    assert manifest["sample_rate"] == 22050
-    assert len(manifest["artists"]) == 5 and manifest["total_seconds"] == pytest.approx(48, 0.01)
-    for level in range(3):
-        assert (out / "reconstructions" / f"level{level}.wav").exists()
-        assert (out / "reconstructions" / f"level{level}.png").exists()
-    codes = json.loads((out / "codes" / "codes.json").read_text())
-    assert codes["chunks"] == manifest["counts"]["chunks"]
-    assert (out / "dataset_overview.png").exists()
-    for level in range(3):
-        assert (out / "priors" / f"level{level}" / "task.json").exists()
-        assert (out / "samples" / f"level_{level}" / "sample_1.wav").exists()
-    assert (out / "samples" / "codes.npz").exists()
-    assert (out / "models" / "jukebox" / "1" / "saved_model.pb").exists()
-    assert (out / "served" / "clip.wav").exists() and (out / "served" / "clip.png").exists()
-    assert "[10/10]" in result.stdout and "served clip:" in result.stdout
-    assert "demo finished" in result.stdout and "spectral convergence" in result.stdout
-    assert f"listen:          {out / 'samples' / 'index.html'}" in result.stdout

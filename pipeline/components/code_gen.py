@@ -16,6 +16,8 @@ import os
 import apache_beam as beam
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
@@ -69,6 +71,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = read_vqvae_config(run_dir)
         splits = artifact_utils.decode_split_names(examples.split_names)
         codes.split_names = artifact_utils.encode_split_names(splits)
+        examples_utils.set_payload_format(codes, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         batch_size = int(exec_properties["batch_size"])
 
         manifests = {}

@@ -1,0 +1,138 @@
+"""`jukebox-tf pipeline run|compile`: the TFX pipeline from the command line.
+
+    jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
+        [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
+        [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
+    jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json [--root gs://...]
+        [--data gs://...] [--serving-dir gs://...] [--preset ...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+STEP_FLAGS = ("vqvae_steps", "prior_steps", "upsampler_steps")
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    run_p = sub.add_parser(
+        "run", help="run the whole pipeline here (LocalDagRunner, SQLite ML Metadata)",
+        description="Run AudioExampleGen -> StatisticsGen/SchemaGen -> VQ-VAE Trainer -> CodeGen "
+        "-> prior Trainers -> ModelExport -> Evaluator -> infra validation -> Pusher on this "
+        "machine. A second run with nothing changed reuses the cached outputs.")
+    run_p.add_argument("--data", required=True, help="folder of audio files (+ metadata sidecar)")
+    run_p.add_argument("--root", required=True, help="pipeline root (outputs and ML Metadata)")
+    run_p.add_argument("--serving-dir", help="model base path the Pusher pushes versions to "
+                       "(default ROOT/serving/jukebox)")
+    run_p.add_argument("--no-cache", action="store_true", help="re-run every component")
+    _common(run_p)
+    run_p.set_defaults(pipeline_func=run)
+
+    compile_p = sub.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines v2 (a JSON spec)",
+        description="Write the Kubeflow Pipelines v2 spec of the pipeline; see BUILD.md for "
+        "building the image and submitting the spec.")
+    compile_p.add_argument("--kubeflow", action="store_true", required=True,
+                           help="compile for Kubeflow Pipelines v2 (the only target)")
+    compile_p.add_argument("--image", default="jukebox-tf:latest",
+                           help="container image every component runs in")
+    compile_p.add_argument("-o", "--output", required=True, help="pipeline spec JSON to write")
+    compile_p.add_argument("--root", default="gs://YOUR_BUCKET/jukebox-tf/root",
+                           help="pipeline root the cluster writes to")
+    compile_p.add_argument("--data", default="gs://YOUR_BUCKET/jukebox-tf/audio",
+                           help="audio folder the cluster reads")
+    compile_p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/jukebox-tf/serving/jukebox",
+                           help="model base path TF Serving reads")
+    _common(compile_p)
+    compile_p.set_defaults(pipeline_func=compile_spec)
+
+
+def _common(p) -> None:
+    p.add_argument("--preset", default="tiny", choices=("tiny", "small"))
+    for flag in STEP_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N",
+                       help=f"override the preset's {flag.replace('_', ' ')}")
+    p.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                   help="a Beam pipeline option for every Beam component, e.g. "
+                        "--beam-arg=--direct_num_workers=2 (repeatable)")
+
+
+def config_from_args(args):
+    from pipeline.configs import get_config
+
+    overrides = {f: getattr(args, f) for f in STEP_FLAGS if getattr(args, f) is not None}
+    return get_config(args.preset, **overrides)
+
+
+def main(args) -> int:
+    return args.pipeline_func(args)
+
+
+def run(args) -> int:
+    from jukebox_tf.errors import JukeboxError
+    from pipeline import local_runner
+
+    if not os.path.isdir(args.data):
+        raise JukeboxError(f"--data {args.data!r}: not a folder")
+    config = config_from_args(args)
+    serving = local_runner.run(args.data, args.root, config, serving_model_dir=args.serving_dir,
+                               beam_pipeline_args=args.beam_arg, enable_cache=not args.no_cache)
+    print(format_summary(args.root, serving))
+    return 0
+
+
+def compile_spec(args) -> int:
+    from pipeline.kubeflow_v2_runner import compile_pipeline
+
+    compile_pipeline(args.output, image=args.image, pipeline_root=args.root,
+                     data_root=args.data, serving_model_dir=args.serving_dir,
+                     config=config_from_args(args), beam_pipeline_args=args.beam_arg)
+    print(f"wrote {args.output} (image {args.image}); submit it as BUILD.md shows")
+    return 0
+
+
+def format_summary(root: str, serving_dir: str) -> str:
+    """What each component did, the blessing, the pushed version and where things are."""
+    import json
+
+    from pipeline.local_runner import metadata_path
+    from pipeline.metadata import custom_property, last_run, open_store
+
+    with open_store(root) as store:
+        nodes = last_run(store)
+    lines = [f"pipeline root {os.path.abspath(root)} (ML Metadata {metadata_path(root)})"]
+    lines += [f"  {name:28s} {node.state.lower()}" for name, node in nodes.items()]
+    examples = nodes.get("AudioExampleGen")
+    if examples and "examples" in examples.outputs:
+        report_path = os.path.join(examples.output("examples").uri, "ingest_report.json")
+        if os.path.isfile(report_path):
+            with open(report_path) as f:
+                report = json.load(f)
+            for item in report.get("rejected", []):
+                lines.append(f"  rejected {item['path']}: {item['reason']}")
+    evaluator = next((n for k, n in nodes.items() if "Evaluator" in k), None)
+    if evaluator and "blessing" in evaluator.outputs:
+        blessed = custom_property(evaluator.output("blessing"), "blessed", 0)
+        lines.append(f"evaluation: {'blessed' if blessed else 'NOT blessed'} "
+                     f"({os.path.join(evaluator.output('evaluation').uri, 'metrics.json')})")
+    pusher = nodes.get("Pusher")
+    if pusher and "pushed_model" in pusher.outputs:
+        pushed = pusher.output("pushed_model")
+        if custom_property(pushed, "pushed", 0):
+            lines.append(f"pushed version {custom_property(pushed, 'pushed_version')} to "
+                         f"{custom_property(pushed, 'pushed_destination')}")
+        else:
+            lines.append(f"nothing pushed (not blessed); serving base path {serving_dir}")
+    lines.append(f"TensorBoard (every Trainer's logs): tensorboard --logdir "
+                 f"{os.path.abspath(root)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.cli")
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

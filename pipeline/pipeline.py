@@ -1,0 +1,104 @@
+"""The Jukebox TFX pipeline: a folder of audio -> a blessed SavedModel pushed to TF Serving.
+
+    AudioExampleGen -> StatisticsGen -> SchemaGen
+        \\-> Trainer (VQ-VAE) -> CodeGen -> Trainer (top prior, level 2)
+                                         -> Trainer (upsampler, level 1)
+                                         -> Trainer (upsampler, level 0)
+             -> ModelExport (one SavedModel of all four)
+             -> JukeboxEvaluator (vs. the latest blessed model, found by a Resolver)
+             -> LocalInfraValidator (loads it in the TF-Serving-compatible server)
+             -> Pusher (a new integer version under the serving base path)
+
+`create_pipeline` is runner-neutral: `local_runner.py` runs it with LocalDagRunner (SQLite ML
+Metadata under the pipeline root), `kubeflow_v2_runner.py` compiles it for Kubeflow Pipelines.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tfx import v1 as tfx
+
+from pipeline.configs import PIPELINE_NAME, PipelineConfig
+
+TOP_LEVEL = 2  # the VQ-VAE's three levels: the top prior models level 2
+
+
+def create_components(data_root: str, config: PipelineConfig, serving_model_dir: str) -> list:
+    """The pipeline's components, in a valid run order."""
+    from jukebox_tf.audio.ingest import IngestConfig
+    from pipeline.components.audio_example_gen import AudioExampleGen
+    from pipeline.components.code_gen import CodeGen
+    from pipeline.components.evaluator import JukeboxEvaluator
+    from pipeline.components.infra_validator import LocalInfraValidator
+    from pipeline.components.model_export import ModelExport
+    from pipeline.components.pusher import make_pusher
+
+    example_gen = AudioExampleGen(
+        input_base=data_root, eval_ratio=config.eval_ratio,
+        ingest_config=IngestConfig(sample_rate=config.sample_rate,
+                                   chunk_seconds=config.chunk_seconds))
+    examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=False)
+
+    vqvae_trainer = tfx.components.Trainer(
+        run_fn="pipeline.components.trainer_fns.vqvae_run_fn",
+        examples=examples,
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=config.vqvae_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=0),
+        custom_config=config.vqvae_custom_config()).with_id("VQVAETrainer")
+    code_gen = CodeGen(examples=examples, model=vqvae_trainer.outputs["model"],
+                       batch_size=config.code_batch_size)
+
+    prior_trainers = {}
+    for level in reversed(range(TOP_LEVEL + 1)):
+        name = "TopPriorTrainer" if level == TOP_LEVEL else f"UpsamplerTrainerL{level}"
+        prior_trainers[level] = tfx.components.Trainer(
+            run_fn="pipeline.components.trainer_fns.prior_run_fn",
+            examples=code_gen.outputs["codes"],
+            train_args=tfx.proto.TrainArgs(num_steps=config.prior_steps_of(level, TOP_LEVEL)),
+            eval_args=tfx.proto.EvalArgs(num_steps=0),
+            custom_config=config.prior_custom_config(level, TOP_LEVEL)).with_id(name)
+
+    model_export = ModelExport(
+        vqvae=vqvae_trainer.outputs["model"],
+        top_prior=prior_trainers[2].outputs["model"],
+        upsampler_l1=prior_trainers[1].outputs["model"],
+        upsampler_l0=prior_trainers[0].outputs["model"],
+        model_name=config.model_name)
+    model = model_export.outputs["model"]
+
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("LatestBlessedModelResolver")
+    evaluator = JukeboxEvaluator(examples=examples, model=model,
+                                 baseline_model=baseline_resolver.outputs["model"],
+                                 max_eval_chunks=config.max_eval_chunks)
+    infra_validator = LocalInfraValidator(model=model, model_name=config.model_name)
+    pusher = make_pusher(model=model, model_blessing=evaluator.outputs["blessing"],
+                         infra_blessing=infra_validator.outputs["blessing"],
+                         base_directory=serving_model_dir)
+    return [example_gen, statistics_gen, schema_gen, vqvae_trainer, code_gen,
+            *prior_trainers.values(), model_export, baseline_resolver, evaluator,
+            infra_validator, pusher]
+
+
+def create_pipeline(pipeline_root: str, data_root: str, config: PipelineConfig,
+                    serving_model_dir: str, *, pipeline_name: str = PIPELINE_NAME,
+                    metadata_connection_config=None, beam_pipeline_args: Sequence[str] = (),
+                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+    """The whole pipeline (see the module docstring). `beam_pipeline_args` reach every Beam
+    component (ExampleGen, StatisticsGen, CodeGen, ...), e.g. --direct_num_workers=2 or
+    --runner=FlinkRunner."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=create_components(data_root, config, serving_model_dir),
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args))
