@@ -81,6 +81,18 @@ def _check(name: str, metric: str, value, limit, passed: bool, reason: str) -> d
             "passed": bool(passed), "reason": "" if passed else reason}
 
 
+def _baseline_check(key: str, value: float, baseline: dict | None, tolerance: float,
+                    fmt: str, unit: str) -> list:
+    """[] without a baseline value; else the check that `value` (lower is better) is at most
+    the baseline's plus `tolerance`."""
+    if baseline is None or key not in baseline:
+        return []
+    worst = baseline[key] + tolerance
+    return [_check(f"baseline {key}", key, value, worst, value <= worst,
+                   f"{key} = {value:{fmt}}{unit} is worse than the baseline's "
+                   f"{baseline[key]:{fmt}}{unit} by more than {tolerance}{unit}")]
+
+
 def run_checks(current: dict, baseline: Optional[dict], max_sc_db: Sequence[Optional[float]],
                max_bits: Sequence[Optional[float]], sc_tolerance_db: float,
                bits_tolerance: float) -> list[dict]:
@@ -97,11 +109,7 @@ def run_checks(current: dict, baseline: Optional[dict], max_sc_db: Sequence[Opti
         if limit is not None:
             checks.append(_check(f"threshold {key}", key, value, limit, value <= limit,
                                  f"{key} = {value:.2f} dB is above the maximum {limit:.2f} dB"))
-        if baseline is not None and key in baseline:
-            worst = baseline[key] + sc_tolerance_db
-            checks.append(_check(f"baseline {key}", key, value, worst, value <= worst,
-                                 f"{key} = {value:.2f} dB is worse than the baseline's "
-                                 f"{baseline[key]:.2f} dB by more than {sc_tolerance_db} dB"))
+        checks += _baseline_check(key, value, baseline, sc_tolerance_db, ".2f", " dB")
     for level in range(current["levels"]):
         key = metric_key(BITS, level)
         if key not in current:
@@ -115,11 +123,7 @@ def run_checks(current: dict, baseline: Optional[dict], max_sc_db: Sequence[Opti
             ok, words = value <= limit, "above the maximum"
         checks.append(_check(f"threshold {key}", key, value, limit, ok,
                              f"{key} = {value:.3f} is {words} {limit:.3f}"))
-        if baseline is not None and key in baseline:
-            worst = baseline[key] + bits_tolerance
-            checks.append(_check(f"baseline {key}", key, value, worst, value <= worst,
-                                 f"{key} = {value:.3f} is worse than the baseline's "
-                                 f"{baseline[key]:.3f} by more than {bits_tolerance}"))
+        checks += _baseline_check(key, value, baseline, bits_tolerance, ".3f", "")
     return checks
 
 
