@@ -17,7 +17,7 @@ from pipeline import local_runner  # noqa: E402
 from pipeline.configs import get_config  # noqa: E402
 from pipeline.metadata import custom_property, last_run, open_store, upstream  # noqa: E402
 
-STEPS = dict(vqvae_steps=150, prior_steps=150, upsampler_steps=60)
+STEPS = dict(vqvae_steps=80, prior_steps=150, upsampler_steps=60)
 TRAINED_COMPONENTS = ("AudioExampleGen", "StatisticsGen", "SchemaGen", "VQVAETrainer", "CodeGen",
                       "TopPriorTrainer", "UpsamplerTrainerL1", "UpsamplerTrainerL0",
                       "ModelExport")
