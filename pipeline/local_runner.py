@@ -10,9 +10,7 @@ pipeline root: `metadata.sqlite` (ML Metadata), one folder per component's outpu
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 import sys
 import time
 from typing import Sequence
@@ -31,45 +29,29 @@ def serving_dir(root: str, model_name: str) -> str:
     return os.path.join(root, "serving", model_name)
 
 
-class _ComponentProgress(logging.Filter):
-    """Turns LocalDagRunner's "Component X is running/finished." INFO records into one progress
-    line each and drops the other INFO records (thousands of them), keeping warnings."""
-
-    _PATTERN = re.compile(r"Component (\S+) is (running|finished)\.")
-
-    def __init__(self, total: int):
-        super().__init__()
-        self.total, self.done, self.started = total, 0, {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
-        match = self._PATTERN.match(record.getMessage())
-        if match:
-            node, event = match.groups()
-            if event == "running":
-                self.started[node] = time.time()
-                print(f"pipeline: [{self.done + 1}/{self.total}] {node} running", flush=True,
-                      file=sys.stderr)
-            else:
-                self.done += 1
-                seconds = time.time() - self.started.get(node, time.time())
-                print(f"pipeline: [{self.done}/{self.total}] {node} finished ({seconds:.0f} s)",
-                      flush=True, file=sys.stderr)
-        return False
-
-
 @contextlib.contextmanager
 def component_progress(total: int):
-    logger = logging.getLogger("absl")
-    level, progress = logger.level, _ComponentProgress(total)
-    logger.setLevel(logging.INFO)
-    logger.addFilter(progress)
+    """Prints a line when each component starts and finishes (LocalDagRunner's own lines are
+    absl INFO records, hidden by default and drowned in thousands of others when shown)."""
+    from tfx.orchestration.portable import launcher
+
+    original, done = launcher.Launcher.launch, [0]
+
+    def launch(self, *args, **kwargs):
+        node = self._pipeline_node.node_info.id
+        print(f"pipeline: [{done[0] + 1}/{total}] {node} running", file=sys.stderr, flush=True)
+        started = time.time()
+        result = original(self, *args, **kwargs)
+        done[0] += 1
+        print(f"pipeline: [{done[0]}/{total}] {node} finished ({time.time() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+        return result
+
+    launcher.Launcher.launch = launch
     try:
-        yield progress
+        yield
     finally:
-        logger.removeFilter(progress)
-        logger.setLevel(level)
+        launcher.Launcher.launch = original
 
 
 def run(data_root: str, root: str, config: PipelineConfig, *,

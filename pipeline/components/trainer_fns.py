@@ -9,6 +9,7 @@ preset, the level (priors) and TrainConfig fields; the steps come from `train_ar
 from __future__ import annotations
 
 import os
+import sys
 
 from jukebox_tf.training import TrainConfig, train
 
@@ -17,6 +18,11 @@ def split_dir(patterns) -> str:
     """The split folder of a Trainer file pattern list (`<uri>/Split-train/*`)."""
     pattern = patterns[0] if isinstance(patterns, (list, tuple)) else patterns
     return os.path.dirname(pattern) if pattern.endswith("*") else pattern
+
+
+def _progress() -> bool:
+    """A live progress bar on a terminal; none in a cluster's logs."""
+    return sys.stderr.isatty()
 
 
 def _train_config(fn_args) -> TrainConfig:
@@ -32,7 +38,7 @@ def vqvae_run_fn(fn_args) -> None:
     config = _train_config(fn_args)
     task = VQVAETask(get_preset(custom["preset"], sample_rate=custom["sample_rate"]),
                      split_dir(fn_args.train_files), config.global_batch_size)
-    train(task, config, fn_args.serving_model_dir, progress=False,
+    train(task, config, fn_args.serving_model_dir, progress=_progress(),
           tensorboard_dir=fn_args.model_run_dir)
 
 
@@ -45,5 +51,5 @@ def prior_run_fn(fn_args) -> None:
     config = _train_config(fn_args)
     task = PriorTask.from_codes(get_preset(custom["preset"]), split_dir(fn_args.train_files),
                                 custom["level"], custom["batch_size"])
-    train(task, config, fn_args.serving_model_dir, progress=False,
+    train(task, config, fn_args.serving_model_dir, progress=_progress(),
           tensorboard_dir=fn_args.model_run_dir)
