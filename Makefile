@@ -25,13 +25,14 @@ PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/pytho
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 \
 	&& { command -v "$$p" || echo "$$p"; } && break; done | head -n 1)
 
-.PHONY: help venv python demo test test-fast lock bench clean-venv
+.PHONY: help venv python demo test test-fast golden lock bench clean-venv
 
 help:
 	@echo "make demo    - set up the environment, synthesize demo data, run the pipeline on it"
 	@echo "make test    - set up the environment, run the test suite"
 	@echo "make -s python - print the virtualenv's python (creating it if missing)"
 	@echo "make lock    - re-resolve requirements.in into the requirements.txt lock"
+	@echo "make golden  - regenerate the Kubeflow pipeline spec golden file after a pipeline change"
 
 # Creates the venv once per lock hash (under a lock file so parallel makes do not race), then
 # makes sure this checkout is the one installed in editable mode. All chatter goes to stderr so
@@ -79,6 +80,10 @@ test: venv
 # Everything but the tests marked slow: the quick loop while editing.
 test-fast: venv
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Rewrites tests/golden/kubeflow_pipeline.json from the current pipeline (review the diff).
+golden: venv
+	JUKEBOX_REGENERATE_GOLDEN=1 PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -q tests/test_pipeline_kubeflow.py
 
 lock: venv
 	"$(UV)" pip compile requirements.in --python-version 3.10 \
