@@ -49,3 +49,23 @@ def test_ingest_usage_errors(tmp_path, cli):
     assert result.returncode == 1 and "ingested 0 file(s)" in result.stdout
     result = cli("ingest", tmp_path / "empty", tmp_path / "out", "--channels", "3")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_pipeline_compile_writes_a_kubeflow_spec_for_the_image(tmp_path, cli):
+    out = tmp_path / "pipeline.json"
+    result = cli("pipeline", "compile", "--kubeflow", "--image", "reg/jukebox-tf:7", "-o", out,
+                 "--vqvae-steps", "5", check=True)
+    assert f"wrote {out} (image reg/jukebox-tf:7)" in result.stdout
+    spec = json.loads(out.read_text())["pipelineSpec"]
+    assert "VQVAETrainer" in spec["root"]["dag"]["tasks"]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()
+              if "container" in e}
+    assert images == {"reg/jukebox-tf:7"}
+    params = spec["root"]["dag"]["tasks"]["VQVAETrainer"]["inputs"]["parameters"]
+    train_args = params["train_args"]["runtimeValue"]["constantValue"]["stringValue"]
+    assert json.loads(train_args) == {"num_steps": 5}
+
+
+def test_pipeline_run_names_a_missing_data_folder(tmp_path, cli):
+    result = cli("pipeline", "run", "--data", tmp_path / "nope", "--root", tmp_path / "root")
+    assert result.returncode == 2 and f"--data '{tmp_path / 'nope'}': not a folder" in result.stderr
