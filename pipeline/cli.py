@@ -3,7 +3,7 @@
     jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
         [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
         [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
-    jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json [--root gs://...]
+    jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json --root gs://...
         [--data gs://...] [--serving-dir gs://...] [--preset ...]
 """
 
@@ -36,15 +36,16 @@ def add_arguments(parser) -> None:
         "building the image and submitting the spec.")
     compile_p.add_argument("--kubeflow", action="store_true", required=True,
                            help="compile for Kubeflow Pipelines v2 (the only target)")
-    compile_p.add_argument("--image", default="jukebox-tf:latest",
-                           help="container image every component runs in")
-    compile_p.add_argument("-o", "--output", required=True, help="pipeline spec JSON to write")
-    compile_p.add_argument("--root", default="gs://YOUR_BUCKET/jukebox-tf/root",
-                           help="pipeline root the cluster writes to")
-    compile_p.add_argument("--data", default="gs://YOUR_BUCKET/jukebox-tf/audio",
-                           help="audio folder the cluster reads")
-    compile_p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/jukebox-tf/serving/jukebox",
-                           help="model base path TF Serving reads")
+    compile_p.add_argument("--image", required=True,
+                           help="container image every component runs in (BUILD.md)")
+    compile_p.add_argument("-o", "--output", required=True,
+                           help="spec to write: .json (PipelineJob, Vertex AI) or .yaml "
+                                "(PipelineSpec, kfp Client)")
+    compile_p.add_argument("--root", required=True,
+                           help="pipeline root the cluster writes to (gs://..., s3://...)")
+    compile_p.add_argument("--data", help="audio folder the cluster reads (default ROOT/data)")
+    compile_p.add_argument("--serving-dir", help="model base path TF Serving reads "
+                           "(default ROOT/serving/jukebox)")
     _common(compile_p)
     compile_p.set_defaults(pipeline_func=compile_spec)
 
@@ -85,10 +86,14 @@ def run(args) -> int:
 
 def compile_spec(args) -> int:
     from pipeline.kubeflow_v2_runner import compile_pipeline
+    from pipeline.local_runner import serving_dir
 
-    compile_pipeline(args.output, image=args.image, pipeline_root=args.root,
-                     data_root=args.data, serving_model_dir=args.serving_dir,
-                     config=config_from_args(args), beam_pipeline_args=args.beam_arg)
+    config = config_from_args(args)
+    root = args.root.rstrip("/")
+    compile_pipeline(args.output, image=args.image, pipeline_root=root,
+                     data_root=args.data or f"{root}/data",
+                     serving_model_dir=args.serving_dir or serving_dir(root, config.model_name),
+                     config=config, beam_pipeline_args=args.beam_arg)
     print(f"wrote {args.output} (image {args.image}); submit it as BUILD.md shows")
     return 0
 

@@ -33,6 +33,7 @@ def create_components(data_root: str, config: PipelineConfig, serving_model_dir:
     from pipeline.components.infra_validator import LocalInfraValidator
     from pipeline.components.model_export import ModelExport
     from pipeline.components.pusher import make_pusher
+    from pipeline.components.schema_gen import AudioSchemaGen
 
     example_gen = AudioExampleGen(
         input_base=data_root, eval_ratio=config.eval_ratio,
@@ -40,8 +41,8 @@ def create_components(data_root: str, config: PipelineConfig, serving_model_dir:
                                    chunk_seconds=config.chunk_seconds))
     examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
-                                          infer_feature_shape=False)
+    schema_gen = AudioSchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                infer_feature_shape=False).with_id("SchemaGen")
 
     vqvae_trainer = tfx.components.Trainer(
         run_fn="pipeline.components.trainer_fns.vqvae_run_fn",

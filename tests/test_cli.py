@@ -54,7 +54,7 @@ def test_ingest_usage_errors(tmp_path, cli):
 def test_pipeline_compile_writes_a_kubeflow_spec_for_the_image(tmp_path, cli):
     out = tmp_path / "pipeline.json"
     result = cli("pipeline", "compile", "--kubeflow", "--image", "reg/jukebox-tf:7", "-o", out,
-                 "--vqvae-steps", "5", check=True)
+                 "--root", "gs://b/root", "--vqvae-steps", "5", check=True)
     assert f"wrote {out} (image reg/jukebox-tf:7)" in result.stdout
     spec = json.loads(out.read_text())["pipelineSpec"]
     assert "VQVAETrainer" in spec["root"]["dag"]["tasks"]
@@ -64,6 +64,8 @@ def test_pipeline_compile_writes_a_kubeflow_spec_for_the_image(tmp_path, cli):
     params = spec["root"]["dag"]["tasks"]["VQVAETrainer"]["inputs"]["parameters"]
     train_args = params["train_args"]["runtimeValue"]["constantValue"]["stringValue"]
     assert json.loads(train_args) == {"num_steps": 5}
+    pusher = json.dumps(spec["root"]["dag"]["tasks"]["Pusher"])
+    assert "gs://b/root/serving/jukebox" in pusher  # the default serving dir, under the root
 
 
 def test_pipeline_run_names_a_missing_data_folder(tmp_path, cli):

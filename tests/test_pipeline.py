@@ -91,6 +91,9 @@ def test_statistics_and_schema_describe_the_audio_features(runs):
     assert {"audio", "num_samples", "sample_rate", "track_id", "artist_id"} <= set(features)
     assert features["audio"].type == schema_pb2.BYTES
     assert features["num_samples"].type == schema_pb2.INT
+    assert list(features["audio"].annotation.comment) == [
+        "bytes: int16 little-endian PCM, interleaved [num_samples, channels]"]
+    assert all(f.annotation.comment for f in schema.feature), "every feature is documented"
 
 
 def test_lineage_traces_the_pushed_model_back_to_the_examples(runs):

@@ -41,7 +41,7 @@ TRAINER = "tfx.components.trainer.executor.GenericExecutor"
 EXECUTORS = {
     "AudioExampleGen": "pipeline.components.audio_example_gen.Executor",
     "StatisticsGen": "tfx.components.statistics_gen.executor.Executor",
-    "SchemaGen": "tfx.components.schema_gen.executor.Executor",
+    "SchemaGen": "pipeline.components.schema_gen.Executor",
     "VQVAETrainer": TRAINER,
     "CodeGen": "pipeline.components.code_gen.Executor",
     "TopPriorTrainer": TRAINER,

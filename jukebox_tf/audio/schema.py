@@ -80,6 +80,17 @@ def encode_chunk(audio: np.ndarray, *, sample_rate: int, track_id: str, offset: 
     })
 
 
+def feature_docs() -> dict[str, str]:
+    """Feature name -> "type: meaning", from the table in this module's docstring (the one
+    description of the schema; the pipeline's SchemaGen copies it into the schema)."""
+    docs = {}
+    for line in (__doc__ or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("feature", "") and not set(cells[0]) <= {"-"}:
+            docs[cells[0]] = f"{cells[1]}: {cells[2]}"
+    return docs
+
+
 def feature_spec():
     """The `tf.io.parse_example` spec for this schema."""
     import tensorflow as tf
