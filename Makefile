@@ -17,6 +17,10 @@ READY := $(VENV)/.jukebox-tf-ready
 COMPILED := $(VENV)/.bytecode-compiled
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
+# Two test processes, a whole file each (module fixtures are built once): much of the suite
+# waits on process starts, imports and tracing, so two overlap well even on 2 cores.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 # Python 3.10 is required (TFX 1.16 has no release for newer Pythons); pyenv's copy is found
 # even when the pyenv shim has no global version selected.
@@ -75,11 +79,11 @@ demo: venv
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
 
 test: venv
-	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the tests marked slow: the quick loop while editing.
 test-fast: venv
-	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # Rewrites tests/golden/kubeflow_pipeline.json from the current pipeline (review the diff).
 golden: venv

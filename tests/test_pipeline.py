@@ -2,7 +2,8 @@
 
 Three runs share one pipeline root (module fixture): `jukebox-tf demo` (the pipeline, then a
 clip generated through the served model), the same pipeline again (cached), and one whose
-VQ-VAE is trained zero steps (broken: must not be blessed or pushed).
+top-level prior is trained zero steps (broken: must not be blessed or pushed; a VQ-VAE
+trained zero steps is refused the same way in test_pipeline_eval_push.py).
 """
 
 import json
@@ -35,7 +36,7 @@ def runs(tmp_path_factory):
                    "--sample-seconds", "0.5", check=True, timeout=1800)
     results = {"demo": demo, "out": out, "root": root, "serving": str(serving)}
     for name, steps in (("first", None), ("again", STEPS),
-                        ("broken", dict(vqvae_steps=0, prior_steps=1, upsampler_steps=1))):
+                        ("broken", dict(STEPS, prior_steps=0))):
         if steps is not None:
             local_runner.run(str(audio), str(root), get_config("tiny", **steps),
                              serving_model_dir=str(serving))
@@ -118,11 +119,13 @@ def test_second_run_reuses_cached_outputs(runs):
 
 def test_broken_model_is_not_blessed_and_not_pushed(runs):
     broken = runs["broken"]
-    assert broken["VQVAETrainer"].state == "COMPLETE"
+    assert broken["VQVAETrainer"].state == "CACHED"
+    assert broken["TopPriorTrainer"].state == "COMPLETE"
     assert custom_property(broken["JukeboxEvaluator"].output("blessing"), "blessed") == 0
     assert custom_property(broken["Pusher"].output("pushed_model"), "pushed", 0) == 0
     assert runs["broken_versions"] == ["1"]
     metrics_path = os.path.join(broken["JukeboxEvaluator"].output("evaluation").uri,
                                 "metrics.json")
     with open(metrics_path) as f:
-        assert "spectral_convergence" in f.read()
+        failed = [c for c in json.load(f)["checks"] if not c["passed"]]
+    assert failed and {c["metric"] for c in failed} == {"bits_per_token/l2"}, failed

@@ -70,7 +70,7 @@ def scalars(run_dir):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("steps", 0), ("global_batch_size", -1), ("learning_rate", 0.0), ("decay", "exp"),
+    ("steps", -1), ("global_batch_size", -1), ("learning_rate", 0.0), ("decay", "exp"),
     ("clip_norm", 0.0), ("adam_beta_2", 1.0), ("ema_decay", 1.0), ("warmup_steps", 1.5),
     ("checkpoint_every", 0), ("mixed_precision", "yes"), ("weight_decay", float("nan")),
 ])
