@@ -31,8 +31,37 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's aggregate /proc/stat CPU counters (user, nice, system, idle, iowait, irq,
+    softirq, steal, ...); None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+
+
+_START_TICKS = cpu_ticks()  # benchmarks import this module first
+STEAL_WARNING_PERCENT = 10.0
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two `cpu_ticks()`: wall
+    times taken while it is high are not comparable with other runs."""
+    if not before or not after or len(before) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return 100.0 * (after[7] - before[7]) / total if total > 0 else None
+
+
 def write_result(path: str, result: dict) -> int:
-    """Writes the JSON (temp name, then rename); exit status 1 when a target is missed."""
+    """Writes the JSON (temp name, then rename) with the CPU steal since start; exit status 1
+    when a target is missed."""
+    steal = steal_percent(_START_TICKS, cpu_ticks())
+    result = {**result, "cpu_steal_percent": None if steal is None else round(steal, 1)}
+    if steal is not None and steal > STEAL_WARNING_PERCENT:
+        print(f"warning: the hypervisor took {steal:.0f}% of the CPU during this run: its "
+              f"wall times are not comparable with a quiet run's", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

@@ -1,0 +1,26 @@
+"""benchmarks/bench_common.py: the CPU steal figure every benchmark result carries."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import bench_common  # noqa: E402
+
+
+def test_steal_percent_is_the_stolen_share_of_all_ticks():
+    before = [100, 0, 10, 880, 0, 0, 0, 10]
+    after = [150, 0, 20, 920, 0, 0, 0, 40]  # 130 ticks in all, 30 of them stolen
+    assert bench_common.steal_percent(before, after) == 100 * 30 / 130
+    assert bench_common.steal_percent(None, after) is None
+    assert bench_common.steal_percent(after, after) is None  # no time passed
+
+
+def test_result_records_steal_and_warns_when_high(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_common, "_START_TICKS", [0, 0, 0, 50, 0, 0, 0, 0])
+    monkeypatch.setattr(bench_common, "cpu_ticks", lambda: [30, 0, 0, 50, 0, 0, 0, 20])
+    path = tmp_path / "r.json"
+    assert bench_common.write_result(str(path), {"meets_targets": {"a": True}}) == 0
+    assert json.loads(path.read_text())["cpu_steal_percent"] == 40.0
+    assert "took 40% of the CPU" in capsys.readouterr().out
