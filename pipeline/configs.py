@@ -52,9 +52,9 @@ class PipelineConfig:
 
     def prior_custom_config(self, level: int, top_level: int) -> dict:
         preset = self.preset if level == top_level else f"{self.preset}_upsampler"
-        steps = self.prior_steps if level == top_level else self.upsampler_steps
         return {"preset": preset, "level": level, "batch_size": self.prior_batch_size,
-                "train": self._train(self.prior_batch_size, self.prior_learning_rate, steps)}
+                "train": self._train(self.prior_batch_size, self.prior_learning_rate,
+                                     self.prior_steps_of(level, top_level))}
 
     def prior_steps_of(self, level: int, top_level: int) -> int:
         return self.prior_steps if level == top_level else self.upsampler_steps

@@ -46,7 +46,7 @@ def open_store(root_or_sqlite: str):
     yield metadata_store.MetadataStore(config)
 
 
-def _by_key(store, events, artifacts_by_id) -> dict[str, list]:
+def _by_key(events, artifacts_by_id) -> dict[str, list]:
     out: dict[str, list] = {}
     for event in events:
         key = event.path.steps[0].key if event.path.steps else ""
@@ -75,7 +75,7 @@ def last_run(store) -> dict[str, NodeRun]:
         ins = [e for e in mine if e.type in (metadata_store_pb2.Event.INPUT,
                                              metadata_store_pb2.Event.DECLARED_INPUT)]
         result[node_id] = NodeRun(execution.id, _STATES.Name(execution.last_known_state),
-                                  _by_key(store, outs, artifacts), _by_key(store, ins, artifacts))
+                                  _by_key(outs, artifacts), _by_key(ins, artifacts))
     return result
 
 

@@ -96,7 +96,7 @@ def parse_chunks(serialized, max_genres: int = 4):
     }
 
 
-def _window(example: dict, sample_length: int, random_crop: bool, seed):
+def window_chunk(example: dict, sample_length: int, random_crop: bool, seed):
     """Cuts one [sample_length, channels] window from a parsed chunk."""
     import tensorflow as tf
 
@@ -148,6 +148,6 @@ def make_dataset(data_dir: str, *, batch_size: int, sample_length: int | None = 
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if skip_silent:
         ds = ds.filter(lambda e: tf.equal(e["silent"][0], 0))
-    ds = ds.map(lambda e: _window(e, sample_length, random_crop, seed),
+    ds = ds.map(lambda e: window_chunk(e, sample_length, random_crop, seed),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

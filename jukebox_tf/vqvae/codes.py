@@ -88,10 +88,10 @@ def chunk_windows(serialized, length: int) -> dict:
     """A batch of serialized audio chunk Examples windowed exactly as `make_dataset(
     random_crop=False, sample_length=length)` does: `audio` [B, length, C] from each chunk's
     start, zero-padded."""
-    from jukebox_tf.audio.dataset import _window, parse_chunks
+    from jukebox_tf.audio.dataset import parse_chunks, window_chunk
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(serialized)).map(
-        lambda s: _window(parse_chunks(tf.expand_dims(s, 0)), length, False, None))
+        lambda s: window_chunk(parse_chunks(tf.expand_dims(s, 0)), length, False, None))
     return next(iter(ds.batch(len(serialized))))
 
 
