@@ -36,9 +36,9 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.dirname(os.path.abspath(__file__))
+# The repo goes ahead of this folder (sys.path[0] for a script), or `import serving` would
+# find this file instead of the serving package.
 sys.path.insert(0, REPO)
-sys.path.insert(0, BENCH)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
