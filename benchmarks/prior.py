@@ -60,6 +60,8 @@ def main() -> int:
                         help="context lengths of the scaling comparison (comma-separated)")
     parser.add_argument("--no-xla", action="store_true",
                         help="sample with the compiled loop without XLA (jit_compile=False)")
+    parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                        help="the training loop's mixed-precision option (the sampled model too)")
     args = parser.parse_args()
     wall_start = time.perf_counter()
 
@@ -99,7 +101,8 @@ def main() -> int:
     # -- training ----------------------------------------------------------------------------
     task = Synthetic(config, None, batch, codes_info={"hop_lengths": [hop] * config.levels})
     step, iterator, model = compiled_step(task, TrainConfig(
-        steps=10**6, global_batch_size=batch, warmup_steps=0))
+        steps=10**6, global_batch_size=batch, warmup_steps=0,
+        mixed_precision=args.mixed_precision))
     first_step, step_s = timed(lambda: step(iterator, False)[0]["loss"].numpy(),
                                2 if quick else 10)
     train_tps = batch * n_ctx / step_s

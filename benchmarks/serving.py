@@ -1,9 +1,11 @@
 """Serving benchmark: the exported Jukebox model behind the local TF-Serving-compatible server.
 
-    python benchmarks/serving.py --json PATH [--quick] [--keep DIR]
+    python benchmarks/serving.py --json PATH [--quick] [--keep DIR] [--preset small|tiny]
 
-Builds tiny runs (a VQ-VAE with hops 8/32/128 at 22050 Hz, a top prior and two upsamplers,
-as tests/test_export.py does), exports them with `jukebox-tf export`, then:
+Builds untrained runs of --preset (default `small`, the sizes a CPU user trains: VQ-VAE hops
+8/32/128 at 22050 Hz, a top prior with lyrics and two upsamplers) with the CLI's own commands
+on demo audio (0 training steps: time per request does not depend on the weights), exports
+them with `jukebox-tf export`, then:
 
 1. in-process vs through gRPC: a 5-second `encode` run by the SavedModel loaded in this
    process and by the server (`python -m serving`, a subprocess); `grpc_overhead_ratio` =
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -58,45 +59,45 @@ def parse_args(argv=None):
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="a shorter run")
     p.add_argument("--keep", metavar="DIR", help="build and keep the models in DIR")
+    p.add_argument("--preset", choices=("small", "tiny"), default="small",
+                   help="the VQ-VAE and prior presets served (default small: what a CPU "
+                        "user trains; tiny makes the per-request overhead look larger)")
     return p.parse_args(argv)
 
 
-# -- tiny models ---------------------------------------------------------------------------
+# -- models ---------------------------------------------------------------------------------
 
-def build_and_export(root: str) -> str:
-    """Tiny runs (tests/test_export.py's `runs`) exported to ROOT/models/jukebox; the base."""
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from test_export import save_run
-    from test_prior_task import write_codes
+def build_and_export(root: str, preset: str) -> str:
+    """Untrained runs of `preset` made by the CLI's own commands, exported to
+    ROOT/models/jukebox; returns that base path (reused if it already has a version).
 
-    from jukebox_tf.cli import export as export_cmd
-    from jukebox_tf.prior.config import get_preset as prior_preset
-    from jukebox_tf.prior.task import PriorTask
-    from jukebox_tf.vqvae import get_preset
-    from jukebox_tf.vqvae.task import VQVAETask
+    Demo audio -> ingest -> train-vqvae and train-prior with 0 steps (the initial weights: the
+    time per request does not depend on them) -> encode -> export.
+    """
+    from jukebox_tf.cli import main as jukebox_tf
 
-    vqvae = save_run(VQVAETask(get_preset("tiny", sample_rate=RATE, depth=1), None, 1),
-                     os.path.join(root, "vqvae"), codebook_std=0.05)
-    codes = write_codes(os.path.join(root, "codes"))
-    manifest_path = os.path.join(codes, "codes.json")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    manifest.update(sample_rate=RATE, vqvae_run=os.path.abspath(vqvae))
-    with open(manifest_path, "w") as f:
-        json.dump(manifest, f)
-    runs = {}
-    for name, level, preset in (("top", 2, "tiny"), ("up1", 1, "tiny_upsampler"),
-                                ("up0", 0, "tiny_upsampler")):
-        base = dataclasses.replace(prior_preset(preset), depth=2, lyric_depth=1, cond_depth=1)
-        task = PriorTask.from_codes(base, codes, level, 1, lyrics=level == 2)
-        runs[name] = save_run(task, os.path.join(root, name), seed=level + 1, std=0.1)
     base = os.path.join(root, "models", MODEL)
-    parser = argparse.ArgumentParser()
-    export_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", "--prior", runs["top"], "--upsamplers", runs["up0"],
-                              runs["up1"], "--out", base, "--max-seconds", "10"])
-    with contextlib.redirect_stdout(io.StringIO()):
-        export_cmd.run(args)
+    if os.path.isdir(base) and any(v.isdigit() for v in os.listdir(base)):
+        return base
+    path = {name: os.path.join(root, name) for name in (
+        "audio", "data", "vqvae", "codes", "prior_l2", "prior_l1", "prior_l0")}
+    untrained = ["--preset", preset, "--steps", "0", "--quiet"]
+    commands = [
+        ["make-demo-data", "--artists", "2", "--tracks-per-artist", "1", "--track-seconds",
+         "12", path["audio"]],
+        ["ingest", path["audio"], path["data"], "--sample-rate", str(RATE), "--quiet"],
+        ["train-vqvae", "--data", path["data"], "--out", path["vqvae"], *untrained],
+        ["encode", "--run", path["vqvae"], "--data", path["data"], "--out", path["codes"],
+         "--quiet"],
+        *[["train-prior", "--level", str(level), "--codes", path["codes"], "--out",
+           path[f"prior_l{level}"], *untrained, *(["--lyrics"] if level == 2 else [])]
+          for level in (2, 1, 0)],
+        ["export", "--vqvae", path["vqvae"], "--prior", path["prior_l2"], "--upsamplers",
+         path["prior_l0"], path["prior_l1"], "--out", base, "--max-seconds", "10", "--quiet"]]
+    for argv in commands:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if jukebox_tf(argv) != 0:
+                raise SystemExit(f"jukebox-tf {' '.join(argv)} failed")
     return base
 
 
@@ -187,11 +188,11 @@ def main(argv=None) -> int:
     per_client = {"encode": 5, "decode": 5, "sample": 2} if args.quick else \
         {"encode": 20, "decode": 20, "sample": 5}
     repeats = 10 if args.quick else 30
-    result = {"quick": args.quick, "signatures": {}}
+    result = {"quick": args.quick, "preset": args.preset, "signatures": {}}
     with contextlib.ExitStack() as stack:
         root = args.keep or stack.enter_context(tempfile.TemporaryDirectory())
         started = time.perf_counter()
-        base = build_and_export(root)
+        base = build_and_export(root, args.preset)
         result["export_s"] = time.perf_counter() - started
         config = write_model_config(os.path.join(root, "models.config"), MODEL, base)
         version = max(int(v) for v in os.listdir(base) if v.isdigit())
