@@ -5,8 +5,7 @@ requests get the right status and a message naming the input, and the server kee
 REST equals gRPC; `jukebox-tf generate` writes a WAV and its spectrogram.
 
 The tiny runs and their export come from tests/test_export.py's fixtures (one export for the
-module). The version push copies the exported version under a temporary name and renames it,
-as `jukebox-tf export` places its versions.
+module). The version push is a second export into the served base while the server runs.
 """
 
 import argparse
@@ -14,7 +13,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import time
 import urllib.request
 
@@ -186,19 +184,29 @@ def test_malformed_request_is_refused(channel, case):
 
 @pytest.mark.slow
 def test_new_version_is_picked_up_while_serving(server, channel, exported):
-    base = exported["base"]
-    shutil.copytree(exported["path"], base / ".push-2")
-    os.rename(base / ".push-2", base / "2")
+    from jukebox_tf.cli import export as export_cmd
+
+    before = client.predict(channel, "jukebox", DECODE, signature="decode")["audio"]
+    # A second `jukebox-tf export` into the served base: it numbers the version and renames it
+    # into place, and the version is baked into the SavedModel (a copy would still say 1).
+    args = export_args("--out", exported["base"], "--max-seconds", 5, "--no-warmup")
+    with contextlib.redirect_stderr(io.StringIO()):
+        pushed = export_cmd.export_runs(args, exported["hierarchy"])
+    assert pushed.version == 2
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        states = [(s["version"], s["state"]) for s in client.status(channel, "jukebox")]
-        if (2, "AVAILABLE") in states:
+        states = {s["version"]: s["state"] for s in client.status(channel, "jukebox")}
+        if states == {2: "AVAILABLE", 1: "END"}:  # the policy serves the latest 1 version
             break
         time.sleep(0.2)
-    assert (2, "AVAILABLE") in states
-    out = client.predict(channel, "jukebox", DECODE, signature="decode", version=2)
+    assert states == {2: "AVAILABLE", 1: "END"}
+    assert int(client.predict(channel, "jukebox", {}, signature="metadata")["version"]) == 2
+    with pytest.raises(client.ServingError, match="version 1 is not available"):
+        client.predict(channel, "jukebox", {}, signature="metadata", version=1)
+    # The same runs: the new version decodes as the old one did.
     np.testing.assert_allclose(
-        out["audio"], client.predict(channel, "jukebox", DECODE, signature="decode")["audio"])
+        client.predict(channel, "jukebox", DECODE, signature="decode", version=2)["audio"],
+        before)
     assert_healthy(channel)
 
 
