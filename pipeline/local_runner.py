@@ -56,20 +56,28 @@ def component_progress(total: int):
 
 def run(data_root: str, root: str, config: PipelineConfig, *,
         serving_model_dir: str | None = None, beam_pipeline_args: Sequence[str] = (),
-        enable_cache: bool = True, pipeline_name: str = PIPELINE_NAME) -> str:
-    """Runs the whole pipeline; returns the serving model base path it pushes to."""
+        enable_cache: bool = True, pipeline_name: str = PIPELINE_NAME,
+        metadata_file: str | None = None) -> str:
+    """Runs the whole pipeline; returns the serving model base path it pushes to. The paths
+    may be URIs (gs://...) but for `metadata_file`, the SQLite ML Metadata (default
+    ROOT/metadata.sqlite), which must be local."""
     from tfx import v1 as tfx
 
+    from jukebox_tf import storage
     from pipeline.pipeline import create_pipeline
 
-    root = os.path.abspath(root)
-    serving_model_dir = os.path.abspath(serving_model_dir or serving_dir(root, config.model_name))
-    os.makedirs(root, exist_ok=True)
+    root = storage.abspath(root)
+    if metadata_file is None and storage.is_remote(root):
+        raise ValueError(f"pipeline root {root} is not local: give a local metadata_file for "
+                         f"the SQLite ML Metadata")
+    serving_model_dir = storage.abspath(serving_model_dir
+                                        or serving_dir(root, config.model_name))
+    storage.makedirs(root)
     pipeline = create_pipeline(
-        pipeline_root=root, data_root=os.path.abspath(data_root), config=config,
+        pipeline_root=root, data_root=storage.abspath(data_root), config=config,
         serving_model_dir=serving_model_dir, pipeline_name=pipeline_name,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path(root)),
+            metadata_file or metadata_path(root)),
         beam_pipeline_args=[*DEFAULT_BEAM_ARGS, *beam_pipeline_args],
         enable_cache=enable_cache)
     with component_progress(len(pipeline.components)):

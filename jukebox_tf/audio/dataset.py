@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 
+from jukebox_tf import storage
 from jukebox_tf.audio.ingest import MANIFEST
 from jukebox_tf.audio.schema import check_version, feature_spec
 from jukebox_tf.errors import JukeboxError
@@ -34,11 +35,11 @@ COMPRESSIONS = ("", "GZIP")  # TFRecordDataset compression_type values a manifes
 def load_manifest(data_dir: str) -> dict:
     """The dataset's manifest; a clear error when the folder is not a complete dataset."""
     path = os.path.join(data_dir, MANIFEST)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise JukeboxError(f"{data_dir!r} is not a complete jukebox-tf dataset: {MANIFEST} is "
                            f"missing (run `jukebox-tf ingest`, or run it again to finish)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JukeboxError(f"{path}: not valid JSON ({e})") from None
@@ -47,7 +48,7 @@ def load_manifest(data_dir: str) -> dict:
         raise JukeboxError(f"{path}: unknown compression {manifest['compression']!r} "
                            f"(supported: {', '.join(map(repr, COMPRESSIONS))})")
     missing = [s["file"] for s in manifest["shards"]
-               if not os.path.isfile(os.path.join(data_dir, s["file"]))]
+               if not storage.isfile(os.path.join(data_dir, s["file"]))]
     if missing:
         raise JukeboxError(f"{path}: shard(s) missing: {', '.join(missing)}")
     return manifest

@@ -12,6 +12,7 @@ so the declared length is compared with what decodes), and NaN/inf samples in fl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import struct
@@ -19,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 import soundfile
+
+from jukebox_tf import storage
 
 SUPPORTED_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif",
                         ".aiff")
@@ -114,39 +117,47 @@ class AudioReader:
         if ext in UNSUPPORTED_AUDIO_EXTENSIONS:
             raise AudioError(f"unsupported format '{ext}' (supported: "
                              f"{' '.join(SUPPORTED_EXTENSIONS)})")
-        size = os.path.getsize(path)
+        size = storage.getsize(path)
         if size == 0:
             raise AudioError("empty file (0 bytes)")
-        with open(path, "rb") as f:
+        with storage.open(path, "rb") as f:
             header = f.read(12)
         container = sniff(header)
         if container is None:
             raise AudioError(f"not an audio file: unrecognised header bytes {header[:8]!r}")
         self._file = None
         self._tfio = None
+        # libsndfile and tensorflow-io read real files: a remote one is decoded from a copy.
+        self._copy = contextlib.ExitStack()
+        try:
+            self.info = self._open(self._copy.enter_context(storage.local_copy(path)),
+                                   container)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: str, container: str) -> AudioInfo:
         try:
             self._file = soundfile.SoundFile(path)
             info = AudioInfo(self._file.samplerate, self._file.channels, self._file.frames,
                              container, "soundfile")
         except (soundfile.LibsndfileError, RuntimeError) as e:
-            info = self._open_tfio(container, str(e).replace(f"'{path}'", "file"))
+            info = self._open_tfio(path, container, str(e).replace(f"'{path}'", "file"))
         if info.frames == 0:
-            self.close()
             raise AudioError("zero-length audio: the file holds no audio frames"
                              + (" (or is truncated)" if container == "ogg" else ""))
         if container == "wav" and self._file is not None:
             declared = wav_declared_frames(path)
             if declared is not None and declared > info.frames:
-                self.close()
                 raise AudioError(f"truncated: header declares {declared} frames, the file "
                                  f"holds {info.frames}")
-        self.info = info
+        return info
 
-    def _open_tfio(self, container: str, soundfile_error: str) -> AudioInfo:
+    def _open_tfio(self, path: str, container: str, soundfile_error: str) -> AudioInfo:
         try:
             import tensorflow_io as tfio
 
-            self._tfio = tfio.audio.AudioIOTensor(self.path)
+            self._tfio = tfio.audio.AudioIOTensor(path)
             frames, channels = (int(v) for v in self._tfio.shape.numpy())
             return AudioInfo(int(self._tfio.rate.numpy()), channels, frames, container,
                              "tensorflow-io")
@@ -190,6 +201,7 @@ class AudioReader:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._copy.close()
 
     def __enter__(self):
         return self

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from jukebox_tf import __version__
+from jukebox_tf import __version__, storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.audio import records, schema
 from jukebox_tf.audio.chunking import Chunker
@@ -214,20 +214,20 @@ def scan(input_dir: str, skip: Sequence[str] = ()) -> tuple[list[str], list[dict
     """Relative paths of candidate audio files, rejected files (unsupported formats), and
     files ignored with why (not audio, or another path to an audio file already listed, as
     symlinked folders make); hidden files and folders are skipped."""
-    skip_abs = {os.path.abspath(s) for s in skip}
+    skip_abs = {storage.abspath(s) for s in skip}
     candidates, rejected, ignored = [], [], []
     first_path: dict[str, str] = {}  # real path -> the relative path that claimed it
-    for root, dirs, files in os.walk(input_dir):
+    for root, dirs, files in storage.walk(input_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.abspath(os.path.join(root, d)) not in skip_abs)
+                         and storage.abspath(os.path.join(root, d)) not in skip_abs)
         for name in sorted(files):
             full = os.path.join(root, name)
-            if name.startswith(".") or os.path.abspath(full) in skip_abs:
+            if name.startswith(".") or storage.abspath(full) in skip_abs:
                 continue
             rel = os.path.relpath(full, input_dir).replace(os.sep, "/")
             ext = os.path.splitext(name)[1].lower()
             if ext in SUPPORTED_EXTENSIONS:
-                real = os.path.realpath(full)
+                real = storage.realpath(full)
                 if real in first_path:
                     ignored.append({"path": rel, "reason": f"same file as {first_path[real]}"})
                     continue
@@ -320,9 +320,9 @@ class Corpus:
 def read_corpus(input_dir: str, metadata_path: str | None = None,
                 skip: Sequence[str] = ()) -> Corpus:
     """Scans INPUT_DIR (skipping SKIP and the metadata sidecar, found there when not given)."""
-    if not os.path.isdir(input_dir):
+    if not storage.isdir(input_dir):
         raise IngestError(f"input folder {input_dir!r} does not exist or is not a folder")
-    if metadata_path is not None and not os.path.isfile(metadata_path):
+    if metadata_path is not None and not storage.isfile(metadata_path):
         raise IngestError(f"metadata file {metadata_path!r} does not exist")
     metadata_path = metadata_path or find_metadata(input_dir)
     metadata = read_metadata(metadata_path, input_dir) if metadata_path else Metadata()
@@ -439,7 +439,7 @@ def build_manifest(corpus: Corpus, config: IngestConfig, ok: Sequence[TrackResul
         "schema_version": schema.SCHEMA_VERSION,
         "jukebox_tf_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "input_dir": os.path.abspath(corpus.input_dir),
+        "input_dir": storage.abspath(corpus.input_dir),
         "metadata_file": metadata.source,
         "config": dataclasses.asdict(config),
         "sample_rate": config.sample_rate,

@@ -16,6 +16,7 @@ import os
 import re
 from typing import Iterable, Sequence
 
+from jukebox_tf import storage
 from jukebox_tf.audio.schema import UNKNOWN, TrackLabels
 
 REQUIRED_COLUMNS = ("path",)
@@ -46,7 +47,7 @@ class Metadata:
 def find_metadata(input_dir: str) -> str | None:
     for name in DEFAULT_NAMES:
         candidate = os.path.join(input_dir, name)
-        if os.path.isfile(candidate):
+        if storage.isfile(candidate):
             return candidate
     return None
 
@@ -109,7 +110,7 @@ def read_metadata(path: str, input_dir: str) -> Metadata:
     """Parses a CSV (header row) or JSONL (one object per line) sidecar."""
     meta = Metadata(source=path)
     try:
-        with open(path, "rb") as f:
+        with storage.open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         meta._problem(f"cannot read metadata file: {e.strerror}")

@@ -14,13 +14,15 @@ joined into shards by copying bytes. Tests check both against TensorFlow's own p
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
-from typing import BinaryIO, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import google_crc32c
 import numpy as np
+
+from jukebox_tf import storage
+from jukebox_tf.storage import AtomicWriter
 
 FeatureValue = Union[bytes, str, int, float, Sequence[bytes], Sequence[str], Sequence[int],
                      Sequence[float], np.ndarray]
@@ -103,7 +105,7 @@ class CorruptRecordError(ValueError):
 
 def read_records(path: str) -> Iterator[bytes]:
     """Yields the records of an uncompressed TFRecord file, checking both crcs."""
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         index = 0
         while True:
             header = f.read(12)
@@ -124,41 +126,6 @@ def read_records(path: str) -> Iterator[bytes]:
             index += 1
 
 
-class AtomicWriter:
-    """A file that appears under its final name only once it is complete.
-
-    Writes go to `<path>.tmp-<pid>`; `commit()` fsyncs and renames, and leaving the `with`
-    block by an exception deletes the temp file, so a reader (or a rerun) never sees half a
-    file under the final name.
-    """
-
-    def __init__(self, path: str, mode: str = "wb"):
-        self.path = path
-        self.tmp_path = f"{path}.tmp-{os.getpid()}"
-        self._mode = mode
-        self._file: BinaryIO | None = None
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.tmp_path, self._mode)
-        return self._file
-
-    def __exit__(self, exc_type, exc, tb):
-        assert self._file is not None
-        if exc_type is None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self.tmp_path, self.path)
-        else:
-            self._file.close()
-            try:
-                os.remove(self.tmp_path)
-            except FileNotFoundError:
-                pass
-        return False
-
-
 def write_records(path: str, records: Iterable[bytes]) -> int:
     """Writes records atomically to `path`; returns how many."""
     count = 0
@@ -173,7 +140,7 @@ def concatenate(path: str, parts: Sequence[str]) -> int:
     """Joins TFRecord part files into one file, atomically; returns its size in bytes."""
     with AtomicWriter(path) as out:
         for part in parts:
-            with open(part, "rb") as f:
+            with storage.open(part, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
         size = out.tell()
     return size

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.export.module import UNKNOWN, ExportInfo, JukeboxModule
 from jukebox_tf.export.versions import write_version
@@ -117,7 +118,7 @@ def _by_level(priors: Sequence, levels: int) -> list:
 
 
 def _tree_size(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+    return sum(storage.getsize(os.path.join(d, f)) for d, _, files in storage.walk(path)
                for f in files)
 
 
@@ -159,9 +160,8 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
                 os.path.join(staging, name)) for name in files}
             log(f"tracing {', '.join(module.signature_names())} and saving version {chosen}")
             tf.saved_model.save(module, tmp, signatures=module.signatures())
-        extra = os.path.join(tmp, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(tmp, LIMITS_FILE), "w") as f:
+        storage.makedirs(os.path.join(tmp, "assets.extra"))
+        with storage.open(os.path.join(tmp, LIMITS_FILE), "w") as f:
             json.dump(serving_limits(meta, limits), f, indent=1, sort_keys=True)
         if warmup:
             write_warmup(os.path.join(tmp, WARMUP_FILE), model_name, example_inputs(meta))

@@ -2,25 +2,26 @@
 
 A version is written under a temporary name in MODEL_BASE that no server takes for a
 version (".tmp-<version>-XXXX": not an integer), made readable to all, then renamed into
-place in one step, so a polling server sees either nothing or the complete version.
+place in one step, so a polling server sees either nothing or the complete version. MODEL_BASE
+may be a URI (gs://...): there the rename moves file by file, saved_model.pb last
+(`storage.rename`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Callable
 
+from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 
 
 def existing_versions(base: str) -> list[int]:
     """The integer-named sub-folders of `base`, sorted (anything else is not a version)."""
-    if not os.path.isdir(base):
+    if not storage.isdir(base):
         return []
-    return sorted(int(name) for name in os.listdir(base)
-                  if name.isdigit() and name.isascii() and os.path.isdir(os.path.join(base, name)))
+    return sorted(int(name) for name in storage.listdir(base) if name.isdigit()
+                  and name.isascii() and storage.isdir(os.path.join(base, name)))
 
 
 def next_version(base: str) -> int:
@@ -30,7 +31,10 @@ def next_version(base: str) -> int:
 
 
 def _make_readable(path: str) -> None:
-    """mkdtemp makes its folder 0700: a server running as another user could not read it."""
+    """mkdtemp makes its folder 0700: a server running as another user could not read it.
+    (Object stores have no modes: access is the bucket's.)"""
+    if storage.is_remote(path):
+        return
     for folder, dirs, files in os.walk(path):
         os.chmod(folder, 0o755)
         for name in files:
@@ -48,24 +52,24 @@ def write_version(base: str, write: Callable[[str, int], None],
     """
     if version is not None and version < 0:
         raise JukeboxError(f"version must be a non-negative integer, got {version}")
-    os.makedirs(base, exist_ok=True)
+    storage.makedirs(base)
     chosen = next_version(base) if version is None else version
     final = os.path.join(base, str(chosen))
-    if version is not None and os.path.exists(final):
+    if version is not None and storage.exists(final):
         raise JukeboxError(f"{final} exists: version {version} was exported already (choose "
                            f"another --version, or leave it out for the next one, "
                            f"{next_version(base)})")
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{chosen}-", dir=base)
+    tmp = storage.mkdtemp(f".tmp-{chosen}-", base)
     try:
         write(tmp, chosen)
         _make_readable(tmp)
         # os.rename replaces an empty folder of the same name: never do that. (The version
         # is baked into the model's metadata, so it cannot move on to another number now.)
-        if os.path.lexists(final):
+        if storage.lexists(final):
             raise JukeboxError(f"{final} appeared while exporting (another export at the same "
                                f"time?); nothing was changed: export again")
-        os.rename(tmp, final)
+        storage.rename(tmp, final)
         return final, chosen
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.rmtree(tmp, ignore_errors=True)
         raise

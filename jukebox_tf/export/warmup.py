@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from jukebox_tf import storage
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -51,7 +53,7 @@ def write_warmup(path: str, model_name: str, requests: dict[str, dict[str, np.nd
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    storage.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for signature, inputs in requests.items():
             request = predict_pb2.PredictRequest(

@@ -17,12 +17,12 @@ codes folder (`vqvae.codes.encode_dataset`): a model is evaluated on its own VQ-
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior.task import CodesData, PriorTask
 
@@ -81,16 +81,13 @@ def encode_and_evaluate(vqvae, priors: Mapping[int, object], data_dir: str,
                         batch_size: int = 8, max_windows: int | None = None,
                         work_dir: str | None = None) -> dict[int, dict]:
     """Encodes the audio dataset `data_dir` with `vqvae` into a temporary codes folder (in
-    `work_dir`, removed afterwards) and evaluates each prior ({level: prior}) on it:
-    {level: evaluate_prior's metrics}."""
-    import shutil
-
+    `work_dir`, local or remote, removed afterwards) and evaluates each prior ({level: prior})
+    on it: {level: evaluate_prior's metrics}."""
     from jukebox_tf.vqvae.codes import encode_dataset
 
     if not priors:
         return {}
-    tmp = tempfile.mkdtemp(prefix="eval-codes-", dir=work_dir)
-    try:
+    with storage.temporary_directory("eval-codes-", work_dir) as tmp:
         codes_dir = os.path.join(tmp, "codes")
         encode_dataset(vqvae, data_dir, codes_dir, batch_size=batch_size, progress=False)
         levels = sorted({lv for p in priors.values()
@@ -99,5 +96,3 @@ def encode_and_evaluate(vqvae, priors: Mapping[int, object], data_dir: str,
         data = CodesData.load(codes_dir, levels)
         return {level: evaluate_prior(prior, data, batch_size, max_windows)
                 for level, prior in sorted(priors.items())}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
 from jukebox_tf.prior.config import PriorConfig, with_lyrics
@@ -249,7 +250,7 @@ class PriorTask:
                              buckets=bins)
 
     def config_dict(self) -> dict:
-        return {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and os.path.abspath(
+        return {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and storage.abspath(
                     self.codes_dir), "global_batch_size": self.global_batch_size,
                 "codes": {"level": self.config.level, **self.codes_info},
                 "lyrics_vocab": lyrics_lib.TOKENIZER.vocab}

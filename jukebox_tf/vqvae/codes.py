@@ -27,6 +27,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from jukebox_tf import storage
 from jukebox_tf.audio import records
 from jukebox_tf.audio.dataset import load_manifest, make_dataset
 from jukebox_tf.errors import JukeboxError
@@ -48,9 +49,9 @@ def encode_dataset(model, data_dir: str, out_dir: str, batch_size: int = 8,
                       shuffle=False, repeat=False, drop_remainder=False)
     encode = tf.function(lambda audio: model.encode(audio))
     num_shards = num_shards or max(1, len(manifest["shards"]))
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(os.path.join(out_dir, MANIFEST)):
-        os.remove(os.path.join(out_dir, MANIFEST))  # incomplete until rewritten below
+    storage.makedirs(out_dir)
+    if storage.exists(os.path.join(out_dir, MANIFEST)):
+        storage.remove(os.path.join(out_dir, MANIFEST))  # incomplete until rewritten below
     names = [SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)]
     counts = [0] * num_shards
     tokens = [0] * model.config.levels
@@ -134,8 +135,8 @@ def codes_manifest(config, dataset_manifest: dict, shards: list[dict], tokens: l
     return {
         "schema_version": CODES_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source_dataset": os.path.abspath(source_dataset),
-        "vqvae_run": source_run and os.path.abspath(source_run),
+        "source_dataset": storage.abspath(source_dataset),
+        "vqvae_run": source_run and storage.abspath(source_run),
         "sample_rate": config.sample_rate,
         "levels": config.levels,
         "hop_lengths": list(config.hop_lengths),
@@ -162,10 +163,10 @@ def _shard_of(track_id: str, num_shards: int) -> int:
 
 def load_codes_manifest(codes_dir: str) -> dict:
     path = os.path.join(codes_dir, MANIFEST)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise JukeboxError(f"{codes_dir!r} is not a complete codes dataset: {MANIFEST} is "
                            f"missing (run `jukebox-tf encode`)")
-    with open(path) as f:
+    with storage.open(path) as f:
         manifest = json.load(f)
     if manifest.get("schema_version") != CODES_SCHEMA_VERSION:
         raise JukeboxError(f"{path}: codes schema version {manifest.get('schema_version')}, "

@@ -17,20 +17,18 @@ Tracks, not chunks, are split: a track goes to the split its id hashes to (the s
 hash buckets as in TFX), and with at least as many good tracks as splits none is left empty.
 Bad files are rejected with a reason and reported; only a folder with no good file fails.
 Each split's manifest lists that split's tracks and the whole folder's rejected and ignored
-files; `ingest_report.json` adds the split of each track. Paths are local (or mounted)
-folders: the manifests are written with plain file I/O, like `jukebox-tf ingest` does.
+files; `ingest_report.json` adds the split of each track. Paths may be local folders or URIs
+(gs://...): files go through `jukebox_tf.storage` and Beam's own filesystems.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-import glob
 import hashlib
 import itertools
 import json
 import os
-import shutil
 import time
 from typing import Any, Dict, Iterator, List, Sequence
 
@@ -48,6 +46,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
+from jukebox_tf import storage
 from jukebox_tf.audio import records
 from jukebox_tf.audio.ingest import (Corpus, IngestConfig, IngestError, TrackJob, TrackResult,
                                      build_manifest, flagged_files, read_corpus, rejecting,
@@ -182,7 +181,7 @@ class Executor(BaseExampleGenExecutor):
         artifacts = output_dict[standard_component_specs.EXAMPLES_KEY]
         examples = artifact_utils.get_single_instance(artifacts)
         work_dir = os.path.join(examples.uri, ".audio-example-gen")
-        shutil.rmtree(work_dir, ignore_errors=True)
+        storage.rmtree(work_dir, ignore_errors=True)
         super().Do(input_dict, output_dict, {**exec_properties, _WORK_DIR_KEY: work_dir})
 
         corpus: Corpus = self._corpus
@@ -219,7 +218,7 @@ class Executor(BaseExampleGenExecutor):
             artifact.set_string_custom_property(
                 examples_utils.CUSTOM_SPLIT_PATTERN_PROPERTY_NAME,
                 json.dumps({name: f"Split-{name}/{DATA_FILES}" for name in names}))
-        shutil.rmtree(work_dir, ignore_errors=True)
+        storage.rmtree(work_dir, ignore_errors=True)
         if not ok:
             reasons = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:5])
             raise IngestError(f"no audio file in {corpus.input_dir!r} could be ingested "
@@ -236,8 +235,8 @@ def _settings(exec_properties: Dict[str, Any]) -> tuple[IngestConfig, list[str],
 
 
 def _read_results(work_dir: str) -> Iterator[TrackResult]:
-    for path in sorted(glob.glob(os.path.join(work_dir, RESULTS + "*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
+    for path in sorted(storage.glob(os.path.join(work_dir, RESULTS + "*.jsonl"))):
+        with storage.open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     yield TrackResult(**json.loads(line))
@@ -248,14 +247,14 @@ def _describe_shards(split_dir: str) -> list[dict]:
     import tensorflow as tf
 
     shards = []
-    for path in sorted(glob.glob(os.path.join(split_dir, DATA_FILES))):
+    for path in sorted(storage.glob(os.path.join(split_dir, DATA_FILES))):
         track_ids, chunks = set(), 0
         for batch in tf.data.TFRecordDataset(path, compression_type="GZIP").batch(256):
             ids = tf.io.parse_example(batch, {"track_id": tf.io.FixedLenFeature([], tf.string)})
             track_ids.update(ids["track_id"].numpy().tolist())
             chunks += int(batch.shape[0])
         shards.append({"file": os.path.basename(path), "tracks": len(track_ids),
-                       "chunks": chunks, "bytes": os.path.getsize(path)})
+                       "chunks": chunks, "bytes": storage.getsize(path)})
     return shards
 
 
@@ -263,7 +262,7 @@ def _report(corpus: Corpus, config: IngestConfig, ok: Sequence[TrackResult],
             rejected: list[dict], assignment: dict, split_counts: dict) -> dict:
     flagged = flagged_files(ok)
     return {
-        "input_dir": os.path.abspath(corpus.input_dir),
+        "input_dir": storage.abspath(corpus.input_dir),
         "metadata_file": corpus.metadata.source,
         "config": dataclasses.asdict(config),
         "counts": {"files_ok": len(ok), "files_rejected": len(rejected),
@@ -282,14 +281,14 @@ def folder_fingerprint(input_base: str) -> str:
     """Path, size and mtime of every file under INPUT_BASE that a scan would see (hidden
     files and folders skipped), hashed: any added, removed or rewritten file changes it."""
     digest, files, size = hashlib.sha256(), 0, 0
-    for root, dirs, names in os.walk(input_base):
+    for root, dirs, names in storage.walk(input_base):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(n for n in names if not n.startswith(".")):
             path = os.path.join(root, name)
-            stat = os.stat(path) if os.path.exists(path) else os.lstat(path)  # broken link
+            nbytes, mtime_ns = storage.size_and_mtime_ns(path)
             rel = os.path.relpath(path, input_base).replace(os.sep, "/")
-            digest.update(json.dumps([rel, stat.st_size, stat.st_mtime_ns]).encode() + b"\n")
-            files, size = files + 1, size + stat.st_size
+            digest.update(json.dumps([rel, nbytes, mtime_ns]).encode() + b"\n")
+            files, size = files + 1, size + nbytes
     return f"audio-folder:files:{files},total_bytes:{size},sha256:{digest.hexdigest()}"
 
 

@@ -5,11 +5,12 @@ for large corpora): each split's gzipped chunk Examples are batched, encoded by 
 VQ-VAE (loaded once per worker in `setup`), and written as codes Examples. Every output split
 is a codes folder exactly as `jukebox-tf encode` writes one (`codes.json` + shards), built by
 the same library functions, so `train-prior --codes <uri>/Split-train` also works on it.
+URIs (gs://...) work as local paths do: files go through `jukebox_tf.storage` and Beam's own
+filesystems.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
@@ -58,6 +59,7 @@ def _sum_columns(rows) -> list:
 class Executor(base_beam_executor.BaseBeamExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties):
+        from jukebox_tf import storage
         from jukebox_tf.audio import records
         from jukebox_tf.audio.dataset import load_manifest
         from jukebox_tf.vqvae.codes import codes_manifest, encode_length, write_codes_manifest
@@ -79,7 +81,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             for split in splits:
                 in_dir = artifact_utils.get_split_uri([examples], split)
                 out_dir = artifact_utils.get_split_uri([codes], split)
-                os.makedirs(out_dir, exist_ok=True)
+                storage.makedirs(out_dir)
                 manifests[split] = load_manifest(in_dir)
                 length = encode_length(config, manifests[split], in_dir)
                 shards = max(1, len(manifests[split]["shards"]))
@@ -103,12 +105,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         for split in splits:
             out_dir = artifact_utils.get_split_uri([codes], split)
-            files = sorted(glob.glob(os.path.join(out_dir, f"{CODES_PREFIX}-*.tfrecord")))
+            files = sorted(storage.glob(os.path.join(out_dir, f"{CODES_PREFIX}-*.tfrecord")))
             shards = [{"file": os.path.basename(f),
                        "chunks": sum(1 for _ in records.read_records(f))} for f in files]
-            with open(os.path.join(out_dir, _TOKENS_FILE)) as f:
+            with storage.open(os.path.join(out_dir, _TOKENS_FILE)) as f:
                 tokens = json.loads(f.read() or "[]")
-            os.remove(os.path.join(out_dir, _TOKENS_FILE))
+            storage.remove(os.path.join(out_dir, _TOKENS_FILE))
             manifest = codes_manifest(config, manifests[split], shards, tokens,
                                       source_dataset=artifact_utils.get_split_uri([examples],
                                                                                   split),

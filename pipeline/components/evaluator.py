@@ -38,6 +38,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
+from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.vqvae.evaluate import metric_key
 from pipeline.components.model_export import run_dirs
@@ -68,7 +69,7 @@ def evaluate_model(model_uri: str, data_dir: str, max_eval_chunks: Optional[int]
     metrics.update(evaluate_vqvae(vqvae, data_dir, max_chunks=max_eval_chunks))
     priors = {level: load_prior_run(runs[f"level{level}"])
               for level in range(vqvae.config.levels)
-              if os.path.isdir(runs.get(f"level{level}", ""))}
+              if storage.isdir(runs.get(f"level{level}", ""))}
     for level, result in encode_and_evaluate(vqvae, priors, data_dir,
                                              max_windows=max_eval_windows,
                                              work_dir=work_dir).items():

@@ -2,9 +2,9 @@
 
 The stock InfraValidator starts TF Serving in Docker or on Kubernetes. This component does
 the same check with the repository's TF-Serving-compatible server (`serving/`) in-process:
-the model's `Format-Serving` folder is served as version 1 of a model (a link in a
-temporary base path, a model config from `serving.toy_model.write_model_config`, free ports
-from portpicker), the component waits until the version is AVAILABLE (or has failed to
+the model's `Format-Serving` folder is served as version 1 of a model (a link in a local
+temporary base path, or a copy there when the model is remote, a model config from
+`serving.toy_model.write_model_config`, free ports from portpicker), the component waits until the version is AVAILABLE (or has failed to
 load), replays the SavedModel's warmup requests (`assets.extra/tf_serving_warmup_requests`,
 PredictionLog records) through the stock TF Serving gRPC API (`serving.client`) and checks
 every response (outputs present, floating-point outputs finite).
@@ -32,6 +32,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, path_utils
 
+from jukebox_tf import storage
+
 # The stock InfraValidator's names (tfx/components/infra_validator/executor.py).
 BLESSED_KEY = "blessed"
 BLESSED_FILE = "INFRA_BLESSED"
@@ -56,6 +58,12 @@ def validate_model(model_dir: str, model_name: str = MODEL_NAME, load_timeout: f
                    request_timeout: float = 600.0, work_dir: str | None = None) -> dict:
     """Serves `model_dir` (one SavedModel version) and replays its warmup requests.
 
+    A remote `model_dir` (gs://..., as on Kubeflow) is copied into the local temporary base
+    path (in `work_dir` when that is local, else the system's) rather than linked there, as
+    the stock InfraValidator copies a model into a TF Serving layout: a link cannot point at
+    a remote folder, and a server in another process could not read a process-local one
+    (ram://).
+
     Returns {"blessed": bool, "reason": str ('' when blessed), "requests": [{"signature",
     "seconds", "outputs", "error"}], "load_seconds"}; never raises for a broken model.
     """
@@ -70,14 +78,19 @@ def validate_model(model_dir: str, model_name: str = MODEL_NAME, load_timeout: f
 
     report = {"model_dir": model_dir, "blessed": False, "reason": "", "requests": [],
               "load_seconds": None}
-    tmp = tempfile.mkdtemp(prefix="infra-validation-", dir=work_dir)
+    local_work_dir = work_dir if work_dir and not storage.is_remote(work_dir) else None
+    tmp = tempfile.mkdtemp(prefix="infra-validation-", dir=local_work_dir)
     try:
-        if not os.path.isdir(model_dir):
+        if not storage.isdir(model_dir):
             raise RuntimeError(f"{model_dir} is not a folder: the model artifact holds no "
                                f"SavedModel")
         base = os.path.join(tmp, "models")
         os.makedirs(base)
-        os.symlink(os.path.abspath(model_dir), os.path.join(base, str(VERSION)))
+        version_dir = os.path.join(base, str(VERSION))
+        if storage.is_remote(model_dir):
+            storage.copytree(model_dir, version_dir)
+        else:
+            os.symlink(os.path.abspath(model_dir), version_dir)
         config = write_model_config(os.path.join(tmp, "models.config"), model_name, base)
         options = ServerOptions(port=portpicker.pick_unused_port(), rest_port=0,
                                 poll_seconds=1.0, grace_seconds=2.0)
@@ -95,7 +108,7 @@ def validate_model(model_dir: str, model_name: str = MODEL_NAME, load_timeout: f
                 raise RuntimeError(f"the model failed to load: {failed[0]['error_message']}")
             client.wait_until_available(channel, model_name, VERSION, timeout=load_timeout)
             report["load_seconds"] = round(time.monotonic() - started, 2)
-            warmup = os.path.join(model_dir, WARMUP_FILE)
+            warmup = os.path.join(version_dir, WARMUP_FILE)
             requests = read_warmup(warmup) if os.path.isfile(warmup) else []
             if not requests:
                 logging.warning("%s: no warmup requests; only loading was checked", model_dir)

@@ -8,14 +8,13 @@
                             the training runs it was exported from (config + checkpoints), so
                             the Evaluator can score this model again later, as the baseline
 
-The export itself is the library's (`plan_hierarchy`, `load_weights`, `export_models`).
+The export itself is the library's (`plan_hierarchy`, `load_weights`, `export_models`); the
+URIs may be remote (gs://...), as all of it goes through `jukebox_tf.storage` and TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
@@ -36,6 +35,7 @@ def run_dirs(model_uri: str) -> dict[str, str]:
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties):
+        from jukebox_tf import storage
         from jukebox_tf.export import ExportLimits, export_models
         from jukebox_tf.sampling.runs import load_weights, plan_hierarchy
 
@@ -46,16 +46,16 @@ class Executor(base_executor.BaseExecutor):
             f"level{level}": input_dict[key] for key, level in _PRIOR_INPUTS.items()}
         for name, artifacts in sources.items():
             src = path_utils.serving_model_path(artifact_utils.get_single_instance(artifacts).uri)
-            shutil.copytree(src, runs[name], dirs_exist_ok=True)
+            storage.copytree(src, runs[name])
         plan = plan_hierarchy(runs["vqvae"], runs["level2"], [runs["level1"], runs["level0"]])
         hierarchy = load_weights(plan, use_ema=True)
         limits = ExportLimits(max_generate_seconds=float(exec_properties["max_generate_seconds"]))
         serving_dir = path_utils.serving_model_dir(model.uri)
-        with tempfile.TemporaryDirectory(prefix="jukebox-export-", dir=model.uri) as base:
+        with storage.temporary_directory("jukebox-export-", model.uri) as base:
             result = export_models(hierarchy.vqvae, hierarchy.priors, base, 1,
                                    artists=hierarchy.artists, genres=hierarchy.genres,
                                    limits=limits, model_name=exec_properties["model_name"])
-            os.replace(result.path, serving_dir)
+            storage.rename(result.path, serving_dir)
         model.set_string_custom_property("signatures", ",".join(result.signatures))
         model.set_int_custom_property("size_bytes", result.size_bytes)
 

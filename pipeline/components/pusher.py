@@ -11,14 +11,14 @@ then renamed to `<base>/<v>` in one step, `v` one more than the largest existing
 Everything else is the stock Pusher's: the blessing checks (model_blessing and infra_blessing
 `blessed` == 1), the `pushed_model` artifact (a copy of the model, custom properties `pushed`
 1/0, `pushed_destination`, `pushed_version`). `push_destination.filesystem.versioning` is
-ignored (always integers); the base directory must be a local path.
+ignored (always integers). The base directory may be a URI (gs://...), which stock TF Serving
+polls directly; there the rename moves the files one by one, saved_model.pb last
+(`jukebox_tf.storage.rename`).
 """
 
 from __future__ import annotations
 
-import filecmp
 import os
-import shutil
 from typing import Any, Dict, List
 
 from absl import logging
@@ -30,6 +30,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from jukebox_tf import storage
 from jukebox_tf.export.versions import existing_versions, write_version
 
 
@@ -38,15 +39,26 @@ def _latest_version(base: str) -> tuple[int, str] | None:
     return (versions[-1], os.path.join(base, str(versions[-1]))) if versions else None
 
 
+def _same_bytes(a: str, b: str, block: int = 1 << 20) -> bool:
+    with storage.open(a, "rb") as fa, storage.open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(block)
+            if chunk != fb.read(block):
+                return False
+            if not chunk:
+                return True
+
+
 def _same_files(a: str, b: str) -> bool:
     """Whether folders a and b hold the same files with the same bytes."""
     def listing(root):
         return sorted(os.path.relpath(os.path.join(d, f), root)
-                      for d, _, files in os.walk(root) for f in files)
+                      for d, _, files in storage.walk(root) for f in files)
 
     names = listing(a)
     return names == listing(b) and all(
-        filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)
+        storage.getsize(os.path.join(a, n)) == storage.getsize(os.path.join(b, n))
+        and _same_bytes(os.path.join(a, n), os.path.join(b, n)) for n in names)
 
 
 class Executor(pusher_executor.Executor):
@@ -86,7 +98,7 @@ class Executor(pusher_executor.Executor):
             return
 
         def copy(tmp: str, version: int) -> None:
-            shutil.copytree(model_path, tmp, dirs_exist_ok=True)
+            storage.copytree(model_path, tmp)
 
         serving_path, version = write_version(base, copy)
         logging.info("Model written to serving path %s.", serving_path)
