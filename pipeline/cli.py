@@ -86,14 +86,10 @@ def run(args) -> int:
 
 def compile_spec(args) -> int:
     from pipeline.kubeflow_v2_runner import compile_pipeline
-    from pipeline.local_runner import serving_dir
 
-    config = config_from_args(args)
-    root = args.root.rstrip("/")
-    compile_pipeline(args.output, image=args.image, pipeline_root=root,
-                     data_root=args.data or f"{root}/data",
-                     serving_model_dir=args.serving_dir or serving_dir(root, config.model_name),
-                     config=config, beam_pipeline_args=args.beam_arg)
+    compile_pipeline(args.output, image=args.image, pipeline_root=args.root,
+                     config=config_from_args(args), data_root=args.data,
+                     serving_model_dir=args.serving_dir, beam_pipeline_args=args.beam_arg)
     print(f"wrote {args.output} (image {args.image}); submit it as BUILD.md shows")
     return 0
 

@@ -35,15 +35,21 @@ def _check_location(name: str, value: str, *, remote: bool) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
-def compile_pipeline(output_path: str, *, image: str, pipeline_root: str, data_root: str,
-                     serving_model_dir: str, config: PipelineConfig,
+def compile_pipeline(output_path: str, *, image: str, pipeline_root: str, config: PipelineConfig,
+                     data_root: str | None = None, serving_model_dir: str | None = None,
                      beam_pipeline_args: Sequence[str] = ()) -> dict:
     """Writes the pipeline spec for `image` to `output_path` (.json: PipelineJob; .yaml/.yml:
     PipelineSpec), atomically; returns the compiled PipelineJob as a dict ({"displayName",
-    "labels", "pipelineSpec", "runtimeConfig"}), whatever the file format."""
+    "labels", "pipelineSpec", "runtimeConfig"}), whatever the file format. `data_root` and
+    `serving_model_dir` default to ROOT/data and ROOT/serving/MODEL_NAME."""
     from tfx import v1 as tfx
 
+    from pipeline.local_runner import serving_dir
     from pipeline.pipeline import create_pipeline
+
+    pipeline_root = pipeline_root.rstrip("/")
+    data_root = data_root or f"{pipeline_root}/data"
+    serving_model_dir = serving_model_dir or serving_dir(pipeline_root, config.model_name)
 
     if not image or image != image.strip():
         raise ValueError(f"image must name a container image (REGISTRY/jukebox-tf:TAG), "
@@ -83,7 +89,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import argparse
 
     from pipeline.configs import get_config
-    from pipeline.local_runner import serving_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True, help="container image the steps run, "
@@ -100,12 +105,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="a Beam pipeline option for every step, e.g. "
                              "--beam-arg=--direct_num_workers=4 (repeatable)")
     args = parser.parse_args(argv)
-    config = get_config(args.preset)
     job = compile_pipeline(
-        args.output, image=args.image, pipeline_root=args.root,
-        data_root=args.data or os.path.join(args.root, "data"),
-        serving_model_dir=args.serving_dir or serving_dir(args.root, config.model_name),
-        config=config, beam_pipeline_args=args.beam_args)
+        args.output, image=args.image, pipeline_root=args.root, config=get_config(args.preset),
+        data_root=args.data, serving_model_dir=args.serving_dir,
+        beam_pipeline_args=args.beam_args)
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     print(f"wrote {args.output}: {len(tasks)} tasks, image {args.image}")
     return job

@@ -66,6 +66,7 @@ def test_pipeline_compile_writes_a_kubeflow_spec_for_the_image(tmp_path, cli):
     assert json.loads(train_args) == {"num_steps": 5}
     pusher = json.dumps(spec["root"]["dag"]["tasks"]["Pusher"])
     assert "gs://b/root/serving/jukebox" in pusher  # the default serving dir, under the root
+    assert "gs://b/root/data" in json.dumps(spec["root"]["dag"]["tasks"]["AudioExampleGen"])
 
 
 def test_pipeline_run_names_a_missing_data_folder(tmp_path, cli):
