@@ -13,8 +13,8 @@ them with `jukebox-tf export`, then:
 2. latency: `encode` (1 s of audio), `decode` (1 s of level-0 codes) and `sample` (64 tokens)
    at concurrency 1, 4 and 8 (threads, a channel each), with the server's batching off and on
    (serving/batching.config): per signature and concurrency `p50_ms`, `p99_ms`, `rps`.
-   Every Jukebox signature has scalar inputs, which the batcher runs unbatched (as stock TF
-   Serving refuses to batch them), so "on" measures the batcher's overhead, not merging;
+   Every signature takes batches (settings one per row), so with batching on, concurrent
+   requests of equal shapes run as one call, as stock TF Serving's batcher would run them;
 3. the load test of benchmarks/serving_load.py against the same model: 8 clients x 50 mixed
    requests (encode, decode, upsample, metadata), zero errors and under 10% RSS growth of the
    server between the first and the last 100 requests.
@@ -105,16 +105,17 @@ def build_and_export(root: str, preset: str) -> str:
 
 def requests(rng) -> dict:
     strings = lambda s: np.array([s.encode()], dtype=object)  # noqa: E731
+    row = lambda value, dtype: np.array([value], dtype)  # noqa: E731 - settings are per row
     return {
         "encode": {"audio": rng.normal(0, 0.3, (1, RATE)).astype(np.float32),
-                   "sample_rate": np.int32(RATE)},
+                   "sample_rate": row(RATE, np.int32)},
         "decode": {"codes": rng.integers(0, 64, (1, RATE // 8)).astype(np.int32),
-                   "level": np.int32(0)},
+                   "level": row(0, np.int32)},
         "sample": {"artist": strings("ann"), "genres": strings("rock"),
-                   "lyrics": strings("la la la"), "total_seconds": np.float32(0.0),
-                   "offset_seconds": np.float32(0.0), "n_tokens": np.int32(64),
-                   "temperature": np.float32(1.0), "top_k": np.int32(0),
-                   "top_p": np.float32(0.0), "seed": np.int64(rng.integers(1 << 30)),
+                   "lyrics": strings("la la la"), "total_seconds": row(0.0, np.float32),
+                   "offset_seconds": row(0.0, np.float32), "n_tokens": row(64, np.int32),
+                   "temperature": row(1.0, np.float32), "top_k": row(0, np.int32),
+                   "top_p": row(0.0, np.float32), "seed": row(rng.integers(1 << 30), np.int64),
                    "prime": np.zeros([1, 0], np.int32)},
     }
 
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
         version = max(int(v) for v in os.listdir(base) if v.isdigit())
 
         audio = np.random.default_rng(0).normal(0, 0.3, (1, 5 * RATE)).astype(np.float32)
-        encode_in = {"audio": audio, "sample_rate": np.int32(RATE)}
+        encode_in = {"audio": audio, "sample_rate": np.array([RATE], np.int32)}
         encode = tf.saved_model.load(os.path.join(base, str(version))).signatures["encode"]
         tensors = {k: tf.constant(v) for k, v in encode_in.items()}
         run_in_process = lambda: {k: v.numpy() for k, v in encode(**tensors).items()}  # noqa

@@ -192,19 +192,30 @@ def _strings(*values):
     return np.array([v.encode() for v in values], dtype=object)
 
 
-def _settings(temperature=0.9, top_k=20, top_p=0.95, seed=7):
-    return {"temperature": np.float32(temperature), "top_k": np.int32(top_k),
-            "top_p": np.float32(top_p), "seed": np.int64(seed)}
+def _rows(value, dtype, n=2):
+    return np.full([n], value, dtype)
+
+
+def _settings(temperature=0.9, top_k=20, top_p=0.95, seed=7, n=2):
+    """Per-row settings; seeds seed, seed + 1, ... as the library gives the rows of one seed."""
+    return {"temperature": _rows(temperature, np.float32, n), "top_k": _rows(top_k, np.int32, n),
+            "top_p": _rows(top_p, np.float32, n), "seed": np.arange(seed, seed + n, dtype=np.int64)}
 
 
 def sample_inputs(**overrides):
     rng = np.random.default_rng(5)
     inputs = {"artist": _strings("ann ", "BOB"), "genres": _strings("Rock; pop", ""),
               "lyrics": _strings("la la la, LA", "hello world"),
-              "total_seconds": np.float32(4.0), "offset_seconds": np.float32(0.5),
-              "n_tokens": np.int32(80), **_settings(),
+              "total_seconds": _rows(4.0, np.float32), "offset_seconds": _rows(0.5, np.float32),
+              "n_tokens": _rows(80, np.int32), **_settings(),
               "prime": rng.integers(0, 64, (2, 5)).astype(np.int32)}
     return {**inputs, **overrides}
+
+
+def merged(*requests):
+    """One request holding all of `requests`' rows, as stock TF Serving's batcher builds it
+    (BatchingSession::MergeInputTensors: every input concatenated along dimension 0)."""
+    return {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
 
 
 AUDIO = (np.random.default_rng(1).normal(0, 0.3, (2, 1000))).astype(np.float32)
@@ -213,44 +224,77 @@ L1_CODES = np.random.default_rng(3).integers(0, 64, (2, 8)).astype(np.int32)
 # The library's samplers are traced per prior, settings and batch size: the calls that are
 # compared with it share settings (_settings()) and a batch of 2 where they can.
 UPSAMPLE = {"artist": _strings("bob", "nobody"), "genres": _strings("pop", "jazz rock"),
-            "total_seconds": np.float32(0.0), "offset_seconds": np.float32(0.25),
+            "total_seconds": _rows(0.0, np.float32), "offset_seconds": _rows(0.25, np.float32),
             **_settings(seed=11)}
 GENERATE = {"artist": _strings("Ann", "ann"), "genres": _strings("rock", "ROCK"),
-            "lyrics": _strings("la", "la"), "seconds": np.float32(0.03),
-            "total_seconds": np.float32(0.0), **_settings(seed=3)}
+            "lyrics": _strings("la", "la"), "seconds": _rows(0.03, np.float32),
+            "total_seconds": _rows(0.0, np.float32), **_settings(seed=3)}
+# Requests that a batcher may merge: same input shapes, different everything else.
+ALONE = {
+    "sample_a": sample_inputs(artist=_strings("ann"), genres=_strings("rock"),
+                              lyrics=_strings("la la"), total_seconds=_rows(4.0, np.float32, 1),
+                              offset_seconds=_rows(0.5, np.float32, 1),
+                              n_tokens=_rows(80, np.int32, 1), **_settings(n=1),
+                              prime=np.arange(5, dtype=np.int32)[None]),
+    "sample_b": sample_inputs(artist=_strings("bob"), genres=_strings(""),
+                              lyrics=_strings("hello"), total_seconds=_rows(0.0, np.float32, 1),
+                              offset_seconds=_rows(0.0, np.float32, 1),
+                              n_tokens=_rows(40, np.int32, 1),
+                              **_settings(0.7, 0, 0.5, 100, n=1),
+                              prime=np.arange(5, 10, dtype=np.int32)[None]),
+    "decode_a": {"codes": TOP_CODES[:1, :6], "level": _rows(0, np.int32, 1)},
+    "decode_b": {"codes": TOP_CODES[1:, :6], "level": _rows(2, np.int32, 1)},
+    "upsample_a": {"codes": L1_CODES[:1], "level": _rows(1, np.int32, 1),
+                   **{k: v[:1] for k, v in UPSAMPLE.items()}},
+    "upsample_b": {"codes": L1_CODES[1:], "level": _rows(0, np.int32, 1),
+                   **{k: v[1:] for k, v in UPSAMPLE.items()}, **_settings(0.0, 5, 0.0, 2, n=1)},
+    "generate_a": {k: v[:1] for k, v in GENERATE.items()},
+    "generate_b": {**{k: v[1:] for k, v in GENERATE.items()},
+                   "seconds": _rows(0.015, np.float32, 1), **_settings(1.1, 3, 0.9, 40, n=1)},
+}
 
 
 def calls():
     """(key, signature, inputs) run by the fresh process."""
     return [
-        ("encode", "encode", {"audio": AUDIO, "sample_rate": np.int32(RATE)}),
+        ("encode", "encode", {"audio": AUDIO, "sample_rate": _rows(RATE, np.int32)}),
         *[(f"decode_l{level}", "decode",
            {"codes": np.random.default_rng(level).integers(0, 64, (2, 6)).astype(np.int32),
-            "level": np.int32(level)}) for level in range(3)],
+            "level": _rows(level, np.int32)}) for level in range(3)],
         ("sample", "sample", sample_inputs()),
         ("sample_again", "sample", sample_inputs()),
-        ("sample_seed8", "sample", sample_inputs(seed=np.int64(8))),
+        ("sample_seed8", "sample", sample_inputs(seed=np.array([8, 9], np.int64))),
         ("sample_ids", "sample", sample_inputs(artist=_strings("1", "2"),
                                                genres=_strings("1 2", "0"))),
         ("sample_greedy", "sample", sample_inputs(
             artist=_strings("zzz"), genres=_strings("??"), lyrics=_strings(""),
-            total_seconds=np.float32(0.0), offset_seconds=np.float32(0.0),
-            n_tokens=np.int32(10), prime=np.zeros([0, 0], np.int32),
-            **_settings(0.0, 0, 0.0, 1))),
-        ("upsample", "upsample", {"codes": TOP_CODES, "level": np.int32(1), **UPSAMPLE}),
-        ("upsample_l0", "upsample", {"codes": L1_CODES, "level": np.int32(0), **UPSAMPLE}),
+            total_seconds=_rows(0.0, np.float32, 1), offset_seconds=_rows(0.0, np.float32, 1),
+            n_tokens=_rows(10, np.int32, 1), prime=np.zeros([0, 0], np.int32),
+            **_settings(0.0, 0, 0.0, 1, n=1))),
+        ("upsample", "upsample", {"codes": TOP_CODES, "level": _rows(1, np.int32), **UPSAMPLE}),
+        ("upsample_l0", "upsample", {"codes": L1_CODES, "level": _rows(0, np.int32),
+                                     **UPSAMPLE}),
         ("generate", "generate", GENERATE),
-        ("metadata", "metadata", {}),
-        ("bad_rate", "encode", {"audio": AUDIO, "sample_rate": np.int32(16000)}),
-        ("short_audio", "encode", {"audio": AUDIO[:, :100], "sample_rate": np.int32(RATE)}),
-        ("bad_codes", "decode", {"codes": np.array([[1, 64]], np.int32), "level": np.int32(0)}),
-        ("bad_level", "decode", {"codes": np.array([[1]], np.int32), "level": np.int32(3)}),
+        ("metadata", "metadata", {"rows": np.zeros([1], np.int32)}),
+        *[(key, key.split("_")[0], inputs) for key, inputs in ALONE.items()],
+        *[(f"{name}_merged", name, merged(ALONE[f"{name}_a"], ALONE[f"{name}_b"]))
+          for name in ("sample", "decode", "upsample", "generate")],
+        ("bad_rate", "encode", {"audio": AUDIO, "sample_rate": np.array([RATE, 16000],
+                                                                         np.int32)}),
+        ("short_audio", "encode", {"audio": AUDIO[:, :100],
+                                   "sample_rate": _rows(RATE, np.int32)}),
+        ("bad_codes", "decode", {"codes": np.array([[1, 64]], np.int32),
+                                 "level": _rows(0, np.int32, 1)}),
+        ("bad_level", "decode", {"codes": np.array([[1]], np.int32),
+                                 "level": _rows(3, np.int32, 1)}),
         ("bad_prime", "sample", sample_inputs(prime=np.full([2, 3], -1, np.int32))),
-        ("long_prime", "sample", sample_inputs(n_tokens=np.int32(3))),
-        ("bad_upsample_level", "upsample", {"codes": TOP_CODES, "level": np.int32(2),
+        ("long_prime", "sample", sample_inputs(n_tokens=np.array([80, 3], np.int32))),
+        ("bad_upsample_level", "upsample", {"codes": TOP_CODES, "level": np.array([1, 2],
+                                                                                  np.int32),
                                             **UPSAMPLE}),
         ("bad_batch", "sample", sample_inputs(lyrics=_strings("one"))),
-        ("bad_top_p", "generate", {**GENERATE, "top_p": np.float32(1.5)}),
+        ("bad_settings_batch", "sample", sample_inputs(seed=np.zeros([3], np.int64))),
+        ("bad_top_p", "generate", {**GENERATE, "top_p": np.array([0.5, 1.5], np.float32)}),
     ]
 
 
@@ -483,6 +527,55 @@ def test_generate_runs_the_whole_hierarchy_as_the_library(client, hierarchy):
     np.testing.assert_allclose(out["audio"], audio, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_merged_requests_get_what_they_get_alone(served):
+    """Two requests merged as stock TF Serving's batcher merges them (inputs concatenated
+    along dimension 0), differing in seed, settings, conditioning and in the value that sets
+    their length (n_tokens, level, seconds): each row is what its request gets alone, padded
+    to the longer row (codes with -1, audio with 0)."""
+    for name in ("sample", "decode", "upsample", "generate"):
+        together = ok(served, f"{name}_merged")
+        for row, key in enumerate((f"{name}_a", f"{name}_b")):
+            alone = ok(served, key)
+            assert set(alone) == set(together)
+            for output, value in alone.items():
+                got = together[output][row:row + 1]
+                length = value.shape[1]
+                assert got.shape[1] >= length, (key, output)
+                pad = -1 if value.dtype == np.int32 else 0.0
+                assert (got[:, length:] == pad).all(), (key, output)
+                if value.dtype == np.int32:
+                    np.testing.assert_array_equal(got[:, :length], value, err_msg=key)
+                else:
+                    np.testing.assert_allclose(got[:, :length], value, rtol=1e-5, atol=1e-6,
+                                               err_msg=key)
+    sample = ok(served, "sample_merged")["codes"]
+    assert sample.shape == (2, 80) and (sample[1, 40:] == -1).all() and (sample[0] >= 0).all()
+    assert ok(served, "decode_merged")["audio"].shape == (2, 6 * 128)
+    generated = ok(served, "generate_merged")
+    assert generated["audio"].shape == (2, 640) and generated["codes_l0"].shape == (2, 80)
+    assert (generated["codes_l0"][1, 32:] == -1).all()  # 0.015 s: 2 top-level codes, 256 samples
+
+
+@pytest.mark.slow
+def test_every_signature_takes_and_returns_batches(exported):
+    """What stock TF Serving's batcher (--enable_batching) needs of every signature it
+    serves: at least one input, and every input and output with an open dimension 0."""
+    from serving.servable import read_meta_graph
+
+    meta_graph = read_meta_graph(exported["path"])
+    # __saved_model_init_op is the tables' initialiser, which TF Serving runs at load time.
+    served = {n: s for n, s in meta_graph.signature_def.items() if not n.startswith("__")}
+    assert set(served) == set(SIGNATURES + ["serving_default"])
+    for name, sig in served.items():
+        assert sig.inputs, name
+        for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
+            for key, info in tensors.items():
+                dims = [d.size for d in info.tensor_shape.dim]
+                assert not info.tensor_shape.unknown_rank and dims and dims[0] == -1, (
+                    name, kind, key, dims)
+
+
 # -- the fresh process's other results -------------------------------------------------------
 
 @pytest.mark.slow
@@ -524,7 +617,7 @@ def test_fresh_process_without_jukebox_tf_loads_every_signature(served):
 
 @pytest.mark.slow
 def test_metadata_signature(served):
-    meta = ok(served, "metadata")
+    meta = {name: value[0] for name, value in ok(served, "metadata").items()}  # one row
     assert meta["sample_rate"] == RATE and meta["channels"] == 1
     assert meta["hop_lengths"].tolist() == [8, 32, 128] and meta["codebook_size"] == 64
     assert meta["n_ctx"].tolist() == [64, 64, 64] and meta["version"] == 4
@@ -546,6 +639,7 @@ def test_metadata_signature(served):
     ("long_prime", "sample: prime is longer than n_tokens"),
     ("bad_upsample_level", "upsample: level must be one of [0, 1]"),
     ("bad_batch", "lyrics must have one row per sample"),
+    ("bad_settings_batch", "seed must have one row per sample (as many as artist)"),
     ("bad_top_p", "top_p must be in [0, 1]"),
 ])
 def test_bad_requests_fail_in_graph_with_a_clear_message(served, key, words):
@@ -599,6 +693,6 @@ def test_saved_model_cli_lists_the_signatures(client):
     for name in SIGNATURES + ["serving_default"]:
         assert f"signature_def['{name}']" in text
     # A few inputs, with their dtypes and shapes.
-    assert "inputs['sample_rate'] tensor_info:\n        dtype: DT_INT32\n        shape: ()" in text
+    assert "inputs['sample_rate'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1)" in text
     assert "inputs['prime'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1, -1)" in text
     assert "inputs['artist'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in text

@@ -70,17 +70,22 @@ def strings(*values):
     return np.array([v.encode() for v in values], dtype=object)
 
 
+def row(value, dtype, n=1):
+    return np.full([n], value, dtype)
+
+
 def sample_inputs(**overrides):
     return {"artist": strings("ann"), "genres": strings("rock"), "lyrics": strings("la la"),
-            "total_seconds": np.float32(0.0), "offset_seconds": np.float32(0.0),
-            "n_tokens": np.int32(12), "temperature": np.float32(0.9), "top_k": np.int32(0),
-            "top_p": np.float32(0.0), "seed": np.int64(5),
+            "total_seconds": row(0.0, np.float32), "offset_seconds": row(0.0, np.float32),
+            "n_tokens": row(12, np.int32), "temperature": row(0.9, np.float32),
+            "top_k": row(0, np.int32), "top_p": row(0.0, np.float32), "seed": row(5, np.int64),
             "prime": np.zeros([1, 0], np.int32), **overrides}
 
 
 CODES = np.random.default_rng(4).integers(0, 64, (2, 6)).astype(np.int32)
-DECODE = {"codes": CODES, "level": np.int32(0)}
-ENCODE = {"audio": AUDIO, "sample_rate": np.int32(RATE)}
+DECODE = {"codes": CODES, "level": row(0, np.int32, 2)}
+ENCODE = {"audio": AUDIO, "sample_rate": row(RATE, np.int32, 2)}
+METADATA = {"rows": row(0, np.int32)}
 
 
 def assert_healthy(channel):
@@ -93,8 +98,8 @@ def test_metadata_lists_every_signature(channel, exported):
     assert set(SIGNATURES) | {"serving_default"} <= set(sigs)
     described = client.describe(sigs["decode"])
     assert described["inputs"]["codes"][0] == "int32"
-    meta = json.loads(client.predict(channel, "jukebox", {}, signature="metadata")
-                      ["metadata_json"].item())
+    meta = json.loads(client.predict(channel, "jukebox", METADATA, signature="metadata")
+                      ["metadata_json"][0])
     assert meta["sample_rate"] == RATE and meta["hop_lengths"] == [8, 32, 128]
 
 
@@ -106,7 +111,7 @@ def test_encode_decode_round_trip_equals_in_process(channel, exported):
         np.testing.assert_array_equal(out[f"codes_l{level}"], codes)
     for level in range(3):
         audio = client.predict(channel, "jukebox", {"codes": out[f"codes_l{level}"],
-                                                    "level": np.int32(level)},
+                                                    "level": row(level, np.int32, 2)},
                                signature="decode")["audio"]
         np.testing.assert_allclose(
             audio, vqvae.decode(expected[level], level).numpy()[..., 0], rtol=1e-5, atol=1e-6)
@@ -116,22 +121,30 @@ def test_encode_decode_round_trip_equals_in_process(channel, exported):
 def test_sample_with_a_seed_is_deterministic(channel):
     first = client.predict(channel, "jukebox", sample_inputs(), signature="sample")["codes"]
     again = client.predict(channel, "jukebox", sample_inputs(), signature="sample")["codes"]
-    other = client.predict(channel, "jukebox", sample_inputs(seed=np.int64(6)),
+    other = client.predict(channel, "jukebox", sample_inputs(seed=row(6, np.int64)),
                            signature="sample")["codes"]
     assert first.shape == (1, 12)
     np.testing.assert_array_equal(first, again)
     assert (first != other).any()
 
 
-def test_rest_predict_equals_grpc(server, channel):
-    grpc_out = client.predict(channel, "jukebox", DECODE, signature="decode")["audio"]
-    body = {"signature_name": "decode", "inputs": {"codes": CODES.tolist(), "level": 0}}
+def rest_predict(server, body: dict, key: str) -> np.ndarray:
     req = urllib.request.Request(
         f"http://127.0.0.1:{server.rest_port}/v1/models/jukebox:predict",
         data=json.dumps(body).encode(), method="POST")
     with urllib.request.urlopen(req, timeout=60) as r:
-        rest_out = np.array(json.loads(r.read())["outputs"], np.float32)
-    np.testing.assert_allclose(rest_out, grpc_out, rtol=1e-6, atol=1e-7)
+        return np.array(json.loads(r.read())[key], np.float32)
+
+
+def test_rest_predict_equals_grpc(server, channel):
+    grpc_out = client.predict(channel, "jukebox", DECODE, signature="decode")["audio"]
+    columns = rest_predict(server, {"signature_name": "decode", "inputs": {
+        "codes": CODES.tolist(), "level": [0, 0]}}, "outputs")
+    np.testing.assert_allclose(columns, grpc_out, rtol=1e-6, atol=1e-7)
+    # The row format: every input has the batch dimension, settings included.
+    rows = rest_predict(server, {"signature_name": "decode", "instances": [
+        {"codes": codes.tolist(), "level": 0} for codes in CODES]}, "predictions")
+    np.testing.assert_allclose(rows, grpc_out, rtol=1e-6, atol=1e-7)
 
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -139,18 +152,22 @@ BAD = [  # (id, signature, inputs, model spec overrides, status, words in the me
     ("wrong_dtype", "decode", {**DECODE, "codes": CODES.astype(np.float32)}, {}, INVALID,
      "codes"),
     ("wrong_rank", "decode", {**DECODE, "codes": CODES[0]}, {}, INVALID, "codes"),
-    ("wrong_scalar_rank", "decode", {**DECODE, "level": np.int32([0])}, {}, INVALID, "level"),
+    ("scalar_setting", "decode", {**DECODE, "level": np.int32(0)}, {}, INVALID, "level"),
+    ("setting_rows_disagree", "decode", {**DECODE, "level": row(0, np.int32, 3)}, {}, INVALID,
+     "level must have one row per sample"),
     ("missing_input", "decode", {"codes": CODES}, {}, INVALID, "level"),
     ("extra_input", "decode", {**DECODE, "bogus": np.int32(1)}, {}, INVALID, "bogus"),
     ("code_above_codebook", "decode", {**DECODE, "codes": CODES + 64}, {}, INVALID, "codes"),
     ("negative_code", "decode", {**DECODE, "codes": CODES - 64}, {}, INVALID, "codes"),
-    ("bad_level", "decode", {**DECODE, "level": np.int32(7)}, {}, INVALID, "level"),
-    ("bad_sample_rate", "encode", {**ENCODE, "sample_rate": np.int32(16000)}, {}, INVALID,
-     "sample_rate"),
-    ("too_many_tokens", "sample", sample_inputs(n_tokens=np.int32(10**8)), {}, INVALID,
+    ("bad_level", "decode", {**DECODE, "level": np.array([0, 7], np.int32)}, {}, INVALID,
+     "level"),
+    ("bad_sample_rate", "encode", {**ENCODE, "sample_rate": row(16000, np.int32, 2)}, {},
+     INVALID, "sample_rate"),
+    ("too_many_tokens", "sample", sample_inputs(n_tokens=row(10**8, np.int32)), {}, INVALID,
      "n_tokens"),
-    ("zero_tokens", "sample", sample_inputs(n_tokens=np.int32(0)), {}, INVALID, "n_tokens"),
-    ("bad_top_p", "sample", sample_inputs(top_p=np.float32(1.5)), {}, INVALID, "top_p"),
+    ("zero_tokens", "sample", sample_inputs(n_tokens=row(0, np.int32)), {}, INVALID,
+     "n_tokens"),
+    ("bad_top_p", "sample", sample_inputs(top_p=row(1.5, np.float32)), {}, INVALID, "top_p"),
     ("batch_too_large", "decode", {**DECODE, "codes": np.zeros([MAX_BATCH + 1, 2], np.int32)},
      {}, INVALID, "codes"),
     ("empty_tensor", "encode", {**ENCODE, "audio": np.zeros([1, 0], np.float32)}, {}, INVALID,
@@ -200,14 +217,69 @@ def test_new_version_is_picked_up_while_serving(server, channel, exported):
             break
         time.sleep(0.2)
     assert states == {2: "AVAILABLE", 1: "END"}
-    assert int(client.predict(channel, "jukebox", {}, signature="metadata")["version"]) == 2
+    assert int(client.predict(channel, "jukebox", METADATA, signature="metadata")
+               ["version"][0]) == 2
     with pytest.raises(client.ServingError, match="version 1 is not available"):
-        client.predict(channel, "jukebox", {}, signature="metadata", version=1)
+        client.predict(channel, "jukebox", METADATA, signature="metadata", version=1)
     # The same runs: the new version decodes as the old one did.
     np.testing.assert_allclose(
         client.predict(channel, "jukebox", DECODE, signature="decode", version=2)["audio"],
         before)
     assert_healthy(channel)
+
+
+def assert_same_rows(got: dict, alone: dict):
+    """A result of a merged batch against the request's result alone: equal up to the
+    alone result's length, padded after it (codes with -1, audio with 0)."""
+    for name, value in alone.items():
+        part = got[name]
+        assert part.shape[0] == value.shape[0] and part.shape[1] >= value.shape[1], name
+        pad = -1 if value.dtype == np.int32 else 0.0
+        assert (part[:, value.shape[1]:] == pad).all(), name
+        np.testing.assert_allclose(part[:, :value.shape[1]], value, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.slow
+def test_batching_merges_concurrent_jukebox_requests(exported, channel, tmp_path):
+    """The shipped serving/batching.config on the exported model: concurrent requests that
+    differ in level, seed, settings and n_tokens are merged, and each gets what it gets from
+    a server without batching."""
+    import concurrent.futures
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = write_model_config(str(tmp_path / "models.config"), "jukebox",
+                                str(exported["base"]))
+    requests = []
+    for i in range(16):
+        if i % 2:
+            requests.append(("decode", {"codes": CODES[i % 2:i % 2 + 1],
+                                        "level": row((0, 2)[i // 2 % 2], np.int32)}))
+        else:
+            requests.append(("sample", sample_inputs(
+                seed=row(i, np.int64), n_tokens=row((12, 8)[i // 2 % 2], np.int32),
+                temperature=row(0.5 + i / 16, np.float32), top_k=row(i % 5, np.int32))))
+    alone = [client.predict(channel, "jukebox", inputs, signature=sig, timeout=120)
+             for sig, inputs in requests]
+    srv = ModelServer(config, ServerOptions(
+        port=portpicker.pick_unused_port(), rest_port=0, poll_seconds=0.2,
+        grace_seconds=2.0, batching_config=os.path.join(repo, "serving", "batching.config"),
+        limits=Limits(max_batch_size=MAX_BATCH))).start()
+    try:
+        with client.connect(srv.target) as ch:
+            client.wait_until_available(ch, "jukebox")
+            for _ in range(3):  # until some requests met in the queue
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    got = list(pool.map(lambda r: client.predict(ch, "jukebox", r[1],
+                                                                 signature=r[0], timeout=120),
+                                        requests))
+                for result, expected in zip(got, alone):
+                    assert_same_rows(result, expected)
+                if srv.batcher.stats["requests"] > srv.batcher.stats["batches"]:
+                    break
+        assert srv.batcher.stats["requests"] > srv.batcher.stats["batches"] > 0
+    finally:
+        srv.stop()
 
 
 def generate_args(*argv):

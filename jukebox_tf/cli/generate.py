@@ -141,10 +141,13 @@ def read_metadata(channel, model, version=None, timeout=None) -> dict:
 
     from serving import client
 
-    out = client.predict(channel, model, {}, signature="metadata", version=version,
+    import numpy as np
+
+    out = client.predict(channel, model, {"rows": np.zeros([1], np.int32)},
+                         signature="metadata", version=version,
                          output_filter=["metadata_json"], timeout=timeout)
-    value = out["metadata_json"]
-    return json.loads(value.item() if hasattr(value, "item") else value)
+    value = np.asarray(out["metadata_json"]).reshape(-1)[0]  # one row
+    return json.loads(value)
 
 
 def generate_clip(server, args, progress: Progress | None = None) -> dict:
@@ -165,10 +168,13 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
     top = levels[-1]
     n_tokens = max(1, math.ceil(args.seconds * rate / hops[top]))
     strings = lambda s: np.array([s.encode()], dtype=object)  # noqa: E731
+    row = lambda value, dtype: np.array([value], dtype)  # noqa: E731 - one per sample
     cond = {"artist": strings(args.artist), "genres": strings("; ".join(args.genre)),
-            "total_seconds": np.float32(args.total_seconds), "offset_seconds": np.float32(0.0)}
-    settings = {"temperature": np.float32(args.temperature), "top_k": np.int32(args.top_k),
-                "top_p": np.float32(args.top_p), "seed": np.int64(args.seed)}
+            "total_seconds": row(args.total_seconds, np.float32),
+            "offset_seconds": row(0.0, np.float32)}
+    settings = {"temperature": row(args.temperature, np.float32),
+                "top_k": row(args.top_k, np.int32), "top_p": row(args.top_p, np.float32),
+                "seed": row(args.seed, np.int64)}
     prime = np.zeros([1, 0], np.int32)
     if args.prompt:
         from jukebox_tf.audio.load import load_audio
@@ -178,22 +184,22 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
         audio = audio[None, :, 0] if audio.shape[1] == 1 else audio[None]
         encoded = progress.step(
             "encode prompt", client.predict, server, model,
-            {"audio": audio, "sample_rate": np.int32(rate)}, signature="encode",
+            {"audio": audio, "sample_rate": row(rate, np.int32)}, signature="encode",
             version=version, output_filter=[f"codes_l{top}"], timeout=timeout)
         prime = encoded[f"codes_l{top}"][:, :n_tokens - 1].astype(np.int32)
     codes = {top: progress.step(
         f"sample level {top} ({n_tokens} tokens)", client.predict, server, model,
-        {**cond, "lyrics": strings(args.lyrics), "n_tokens": np.int32(n_tokens), **settings,
+        {**cond, "lyrics": strings(args.lyrics), "n_tokens": row(n_tokens, np.int32), **settings,
          "prime": prime}, signature="sample", version=version, timeout=timeout)["codes"]}
     above = top
     for level in reversed(levels[:-1]):
         codes[level] = progress.step(
             f"upsample level {level}", client.predict, server, model,
-            {"codes": codes[above], "level": np.int32(level), **cond, **settings},
+            {"codes": codes[above], "level": row(level, np.int32), **cond, **settings},
             signature="upsample", version=version, timeout=timeout)["codes"]
         above = level
     audio = progress.step(f"decode level {above}", client.predict, server, model,
-                          {"codes": codes[above], "level": np.int32(above)},
+                          {"codes": codes[above], "level": row(above, np.int32)},
                           signature="decode", version=version, timeout=timeout)["audio"][0]
     return {"audio": audio[: int(round(args.seconds * rate))], "sample_rate": rate,
             "codes": codes, "level": above}

@@ -4,8 +4,8 @@
 
 It draws the same tokens as the library (sampling/windowed.py `sample_level` driving
 sampler.py's cached window loop, uncompiled) for the same inputs: the same prime chunking,
-the same Gumbel noise keys (`seed_key(seed, level, window start)`, folded with the position)
-and the same logit filters (filters.py), here with tensor settings:
+the same Gumbel noise keys per row (`row_keys(seeds, level, window start)`, folded with the
+position) and the same logit filters (filters.py), here with one setting per row:
 
     codes = sample_level_graph(prior, level, total_tokens, hop_lengths, labels, settings,
                                lyric_tokens=..., lyric_lengths=..., upper_codes=..., prime=...)
@@ -26,12 +26,18 @@ from jukebox_tf.sampling.filters import FILTERED, argmax, draw
 
 @dataclasses.dataclass
 class GraphSettings:
-    """The per-request sampling settings, as scalar tensors."""
+    """The sampling settings of each row, as tensors [B]: rows merged into one batch (by a
+    server's batcher) each keep their own."""
 
     temperature: tf.Tensor  # float32; 0 = greedy
     top_k: tf.Tensor  # int32; 0 = off
     top_p: tf.Tensor  # float32; 0 = off
     seed: tf.Tensor  # int64
+
+    def take(self, rows) -> "GraphSettings":
+        """The settings of rows int32 [b]."""
+        return GraphSettings(*(tf.gather(getattr(self, field.name), rows)
+                               for field in dataclasses.fields(self)))
 
 
 def seed_key_graph(seed, *salts) -> tf.Tensor:
@@ -44,39 +50,50 @@ def seed_key_graph(seed, *salts) -> tf.Tensor:
     return key
 
 
+def row_keys_graph(seeds, *salts) -> tf.Tensor:
+    """filters.row_keys in graph: int64 [B, 2], seed_key_graph of each row's seed."""
+    return tf.map_fn(lambda seed: seed_key_graph(seed, *salts), tf.cast(seeds, tf.int64),
+                     fn_output_signature=tf.int64)
+
+
 def filter_logits_graph(logits, top_k, top_p) -> tf.Tensor:
-    """filters.filter_logits with tensor top_k (int32) and top_p (float32)."""
+    """filters.filter_logits row by row: logits [B, V], top_k int32 [B] (0 = off), top_p
+    float32 [B] (0 = off). Each filter runs only when some row asks for it."""
     vocab = logits.shape[-1]
+    filtered = tf.cast(FILTERED, logits.dtype)
 
     def keep_top_k(x):
-        kth = tf.math.top_k(x, k=tf.minimum(tf.maximum(top_k, 1), vocab),
-                            sorted=True).values[:, -1:]
-        return tf.where(x < kth, tf.cast(FILTERED, x.dtype), x)
+        ranked = tf.sort(x, axis=-1, direction="DESCENDING")
+        kth = tf.gather(ranked, tf.clip_by_value(top_k, 1, vocab) - 1, batch_dims=1)
+        on = (top_k > 0) & (top_k < vocab)
+        return tf.where(on[:, None] & (x < kth[:, None]), filtered, x)
 
     def keep_top_p(x):
         ranked = tf.sort(x, axis=-1, direction="DESCENDING")
         probs = tf.nn.softmax(tf.cast(ranked, tf.float32), axis=-1)
         above = tf.cumsum(probs, axis=-1, exclusive=True)
-        n_keep = tf.reduce_sum(tf.cast(above <= top_p, tf.int32), axis=-1, keepdims=True)
+        n_keep = tf.reduce_sum(tf.cast(above <= top_p[:, None], tf.int32), axis=-1)
         threshold = tf.gather(ranked, tf.maximum(n_keep, 1) - 1, batch_dims=1)
-        return tf.where(x < threshold, tf.cast(FILTERED, x.dtype), x)
+        return tf.where((top_p > 0.0)[:, None] & (x < threshold[:, None]), filtered, x)
 
-    logits = tf.cond((top_k > 0) & (top_k < vocab), lambda: keep_top_k(logits),
-                     lambda: tf.identity(logits))
-    return tf.cond(top_p > 0.0, lambda: keep_top_p(logits), lambda: tf.identity(logits))
+    logits = tf.cond(tf.reduce_any((top_k > 0) & (top_k < vocab)),
+                     lambda: keep_top_k(logits), lambda: tf.identity(logits))
+    return tf.cond(tf.reduce_any(top_p > 0.0), lambda: keep_top_p(logits),
+                   lambda: tf.identity(logits))
 
 
-def pick_graph(logits, key, position, settings: GraphSettings) -> tf.Tensor:
-    """filters.pick with tensor settings: logits float32 [B, V] -> int32 [B]."""
+def pick_graph(logits, keys, position, settings: GraphSettings) -> tf.Tensor:
+    """filters.pick row by row: logits float32 [B, V], keys int64 [B, 2] -> int32 [B]."""
     temperature = settings.temperature
 
     def sampled():
         x = tf.cast(logits, tf.float32)
         # As process_logits: divided only when the temperature is not 1 (x / 1 == x anyway).
-        x = x / tf.where(temperature > 0.0, temperature, 1.0)
-        return draw(filter_logits_graph(x, settings.top_k, settings.top_p), key, position)
+        x = x / tf.where(temperature > 0.0, temperature, 1.0)[:, None]
+        drawn = draw(filter_logits_graph(x, settings.top_k, settings.top_p), keys, position)
+        return tf.where(temperature > 0.0, drawn, argmax(logits))
 
-    return tf.cond(temperature > 0.0, sampled, lambda: argmax(logits))
+    return tf.cond(tf.reduce_any(temperature > 0.0), sampled, lambda: argmax(logits))
 
 
 def _shifted(tokens):
@@ -172,7 +189,7 @@ def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[in
             part = tf.pad(part, [[0, 0], [0, width - tf.shape(part)[1]]])
             inputs["upper_codes"] = tf.ensure_shape(part, [None, width])
         cond = prior.conditioning(inputs, training=False)
-        key = seed_key_graph(settings.seed, level, start)
+        key = row_keys_graph(settings.seed, level, start)
         out = sample_window_graph(prior, cond, buffer, prime_len, n_new, key, settings,
                                   chunk_size, step)
         return tf.concat([codes, out[:, prime_len:prime_len + n_new]], axis=1)

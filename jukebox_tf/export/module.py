@@ -8,18 +8,25 @@ tracked by the module through plain lists of their tf.Variables (Keras 3 keeps s
 where TensorFlow's object tracking does not look), and the Keras objects themselves are left
 out of the saved object graph, so loading needs TensorFlow only.
 
-Signatures (B = batch, open; int32 unless noted; see SIGNATURES for the text):
+Signatures (B = batch, open; int32 unless noted; see SIGNATURES for the text). Every input
+and output has the batch dimension first, settings included (one per row), so stock TF
+Serving's batcher (--enable_batching) can merge concurrent requests: it refuses scalars and
+input-less signatures, concatenates inputs along dimension 0 and splits the outputs back.
+Each row depends only on its own inputs (its seed, settings and conditioning), so a request
+gets the same result alone or merged. Rows whose `level`, `n_tokens` or `seconds` differ run
+one group after another, and the outputs are padded to the longest row: codes with -1, audio
+with 0 (a request merged with a longer one gets its result padded).
 
-- encode(audio float32 [B, S], sample_rate []) -> codes_l0 [B, S/hop0], codes_l1, codes_l2
-- decode(codes [B, N], level []) -> audio float32 [B, N * hop_level]
-- sample(artist string [B], genres string [B], lyrics string [B], total_seconds float32 [],
-         offset_seconds float32 [], n_tokens [], temperature float32 [], top_k [],
-         top_p float32 [], seed int64 [], prime [B, P]) -> codes [B, n_tokens]
-- upsample(codes [B, N], level [], artist, genres, total_seconds, offset_seconds, temperature,
-           top_k, top_p, seed) -> codes [B, N * hop_ratio]
-- generate = serving_default(artist, genres, lyrics, seconds float32 [], total_seconds,
+- encode(audio float32 [B, S], sample_rate [B]) -> codes_l0 [B, S/hop0], codes_l1, codes_l2
+- decode(codes [B, N], level [B]) -> audio float32 [B, N * hop_level]
+- sample(artist string [B], genres string [B], lyrics string [B], total_seconds float32 [B],
+         offset_seconds float32 [B], n_tokens [B], temperature float32 [B], top_k [B],
+         top_p float32 [B], seed int64 [B], prime [B, P]) -> codes [B, n_tokens]
+- upsample(codes [B, N], level [B], artist, genres, total_seconds, offset_seconds,
+           temperature, top_k, top_p, seed) -> codes [B, N * hop_ratio]
+- generate = serving_default(artist, genres, lyrics, seconds float32 [B], total_seconds,
            temperature, top_k, top_p, seed) -> audio float32 [B, S], codes_l<level> ...
-- metadata() -> sample_rate, hop_lengths, ...
+- metadata(rows [B], values unused) -> sample_rate [B], hop_lengths [B, levels], ...
 (audio is [B, S, channels] instead for a VQ-VAE with more than one channel.)
 """
 
@@ -39,20 +46,22 @@ from jukebox_tf.training.ema import tf_variable
 
 UNKNOWN = "unknown"
 
+PAD_CODE = -1  # codes past a row's own length (rows padded to the longest of a batch)
+
 SIGNATURES = {
     "encode": "audio float32 [batch, samples] at the model's sample rate (cut to whole "
-              "top-level codes) + sample_rate int32 [] -> codes_l<level> int32 [batch, "
+              "top-level codes) + sample_rate int32 [batch] -> codes_l<level> int32 [batch, "
               "samples / hop_length] for every level",
-    "decode": "codes int32 [batch, n] of one level + level int32 [] -> audio float32 "
-              "[batch, n * hop_length]",
-    "sample": "conditioning + settings -> codes int32 [batch, n_tokens] of the top level "
-              "(the prime's codes first)",
-    "upsample": "codes int32 [batch, n] of level + 1 + level int32 [] + conditioning + "
+    "decode": "codes int32 [batch, n] + level int32 [batch] -> audio float32 "
+              "[batch, n * hop_length of the level]",
+    "sample": "conditioning + settings [batch] -> codes int32 [batch, n_tokens] of the top "
+              "level (the prime's codes first)",
+    "upsample": "codes int32 [batch, n] of level + 1 + level int32 [batch] + conditioning + "
                 "settings -> codes int32 [batch, n * hop_ratio] of `level`",
-    "generate": "conditioning + seconds -> audio float32 [batch, samples] and the codes of "
-                "every sampled level; also serving_default",
-    "metadata": "no inputs -> sample rate, hop lengths, codebook size, context lengths, "
-                "vocabularies, version, and everything as JSON",
+    "generate": "conditioning + seconds [batch] -> audio float32 [batch, samples] and the "
+                "codes of every sampled level; also serving_default",
+    "metadata": "rows int32 [batch] (values unused) -> per row: sample rate, hop lengths, "
+                "codebook size, context lengths, vocabularies, version, everything as JSON",
 }
 
 
@@ -94,8 +103,8 @@ def _table(vocab: Sequence[str]) -> tf.lookup.StaticHashTable:
         default_value=-1)
 
 
-def _scalar(dtype, name):
-    return tf.TensorSpec([], dtype, name=name)
+def _per_row(dtype, name):
+    return tf.TensorSpec([None], dtype, name=name)
 
 
 class JukeboxModule(tf.Module):
@@ -120,26 +129,28 @@ class JukeboxModule(tf.Module):
         channels = config.channels
         audio_shape = [None, None] if channels == 1 else [None, None, channels]
         self.encode = tf.function(self._encode, autograph=False, input_signature=[
-            tf.TensorSpec(audio_shape, tf.float32, name="audio"), _scalar(tf.int32, "sample_rate")])
+            tf.TensorSpec(audio_shape, tf.float32, name="audio"),
+            _per_row(tf.int32, "sample_rate")])
         self.decode = tf.function(self._decode, autograph=False, input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="codes"), _scalar(tf.int32, "level")])
-        self.metadata = tf.function(self._metadata, autograph=False, input_signature=[])
+            tf.TensorSpec([None, None], tf.int32, name="codes"), _per_row(tf.int32, "level")])
+        self.metadata = tf.function(self._metadata, autograph=False, input_signature=[
+            _per_row(tf.int32, "rows")])
         strings = tf.TensorSpec([None], tf.string)
-        settings = [_scalar(tf.float32, "temperature"), _scalar(tf.int32, "top_k"),
-                    _scalar(tf.float32, "top_p"), _scalar(tf.int64, "seed")]
+        settings = [_per_row(tf.float32, "temperature"), _per_row(tf.int32, "top_k"),
+                    _per_row(tf.float32, "top_p"), _per_row(tf.int64, "seed")]
         if self.top_prior is not None:
             self.sample = tf.function(self._sample, autograph=False, input_signature=[
-                strings, strings, strings, _scalar(tf.float32, "total_seconds"),
-                _scalar(tf.float32, "offset_seconds"), _scalar(tf.int32, "n_tokens"),
+                strings, strings, strings, _per_row(tf.float32, "total_seconds"),
+                _per_row(tf.float32, "offset_seconds"), _per_row(tf.int32, "n_tokens"),
                 *settings, tf.TensorSpec([None, None], tf.int32, name="prime")])
             self.generate = tf.function(self._generate, autograph=False, input_signature=[
-                strings, strings, strings, _scalar(tf.float32, "seconds"),
-                _scalar(tf.float32, "total_seconds"), *settings])
+                strings, strings, strings, _per_row(tf.float32, "seconds"),
+                _per_row(tf.float32, "total_seconds"), *settings])
         if self.upsampler_levels:
             self.upsample = tf.function(self._upsample, autograph=False, input_signature=[
-                tf.TensorSpec([None, None], tf.int32, name="codes"), _scalar(tf.int32, "level"),
-                strings, strings, _scalar(tf.float32, "total_seconds"),
-                _scalar(tf.float32, "offset_seconds"), *settings])
+                tf.TensorSpec([None, None], tf.int32, name="codes"), _per_row(tf.int32, "level"),
+                strings, strings, _per_row(tf.float32, "total_seconds"),
+                _per_row(tf.float32, "offset_seconds"), *settings])
 
     # -- structure -----------------------------------------------------------------------------
 
@@ -238,11 +249,12 @@ class JukeboxModule(tf.Module):
         return tf.where(empty, 0, dense)
 
     def _labels(self, artist, genres, total_samples, offset_samples, max_words: int):
-        """labels.make_labels rows int32 [B, 4 + max_words] with length 0 (set per window)."""
+        """labels.make_labels rows int32 [B, 4 + max_words] with length 0 (set per window);
+        total_samples, offset_samples int32 [B]."""
         batch = tf.shape(artist)[0]
         artist_ids = self._ids(self.artist_table, len(self._info.artists), artist)
-        head = tf.stack([tf.fill([batch], total_samples), tf.fill([batch], offset_samples),
-                         tf.zeros([batch], tf.int32), artist_ids], axis=1)
+        head = tf.stack([total_samples, offset_samples, tf.zeros([batch], tf.int32),
+                         artist_ids], axis=1)
         return tf.concat([head, self._genre_ids(genres, max_words)], axis=1)
 
     @staticmethod
@@ -256,22 +268,50 @@ class JukeboxModule(tf.Module):
         rate = float(self._config.sample_rate)
         return tf.cast(tf.floor(tf.cast(seconds, tf.float64) * rate), tf.int32)
 
-    def _same_batch(self, first, others: dict) -> list:
-        """[first, *others.values()], available once the others are checked to have as many
-        rows as `first` (named in the message)."""
-        batch = tf.shape(first)[0]
+    def _same_batch(self, first: str, tensors: dict) -> dict:
+        """`tensors`, available once each is checked to have as many rows as
+        tensors[first] (named in the message)."""
+        batch = tf.shape(tensors[first])[0]
         checks = [tf.debugging.assert_equal(
             tf.shape(tensor)[0], batch,
-            message=f"{name} must have one row per sample (as many as artist)")
-            for name, tensor in others.items()]
-        return [self._after(checks, t) for t in (first, *others.values())]
+            message=f"{name} must have one row per sample (as many as {first})")
+            for name, tensor in tensors.items() if name != first]
+        return {name: self._after(checks, t) for name, t in tensors.items()}
 
-    def _check_settings(self, temperature, top_k, top_p):
-        tf.debugging.assert_greater_equal(temperature, 0.0,
-                                          message="temperature must be >= 0 (0 = greedy)")
-        tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)")
-        tf.debugging.assert_greater_equal(top_p, 0.0, message="top_p must be in [0, 1]")
-        tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in [0, 1]")
+    def _settings(self, temperature, top_k, top_p, seed) -> GraphSettings:
+        """The per-row settings, available once checked."""
+        checks = [
+            tf.debugging.assert_greater_equal(temperature, 0.0,
+                                              message="temperature must be >= 0 (0 = greedy)"),
+            tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)"),
+            tf.debugging.assert_greater_equal(top_p, 0.0, message="top_p must be in [0, 1]"),
+            tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in [0, 1]")]
+        return GraphSettings(*(self._after(checks, t) for t in (temperature, top_k, top_p,
+                                                                seed)))
+
+    @staticmethod
+    def _grouped(values, run, outputs: dict) -> dict:
+        """Rows whose `values` (int32 [B]) are equal run together, one group after another:
+        run(rows int32 [b], value) -> {name: tensor [b, length, ...]}. outputs: {name:
+        (tensor [B, longest, ...] filled with the padding, padding)}; each group's results
+        are padded to the longest and written to their rows."""
+        groups = tf.unique(values).y
+
+        def body(g, outs):
+            value = groups[g]
+            rows = tf.cast(tf.where(tf.equal(values, value))[:, 0], tf.int32)
+            results = run(rows, value)
+            new = {}
+            for name, out in outs.items():
+                part = results[name]
+                pad = [[0, 0], [0, tf.shape(out)[1] - tf.shape(part)[1]]]
+                part = tf.pad(part, pad + [[0, 0]] * (part.shape.rank - 2),
+                              constant_values=outputs[name][1])
+                new[name] = tf.tensor_scatter_nd_update(out, rows[:, None], part)
+            return g + 1, new
+
+        init = {name: out for name, (out, _) in outputs.items()}
+        return tf.while_loop(lambda g, _: g < tf.size(groups), body, (tf.constant(0), init))[1]
 
     @staticmethod
     def _after(checks, tensor) -> tf.Tensor:
@@ -313,13 +353,14 @@ class JukeboxModule(tf.Module):
         codes = tf.TensorSpec([None, None], tf.int32)
         fns[level] = tf.function(sample_level, autograph=False, input_signature=[
             tf.TensorSpec([], tf.int32), tf.TensorSpec([None, width], tf.int32),
-            tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64), codes,
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64), codes,
             tf.TensorSpec([None], tf.int32), codes, codes])
         return fns[level]
 
     def _sample_level(self, level, total_tokens, labels_rows, settings: GraphSettings,
                       lyrics=None, upper=None, prime=None):
+        """Codes int32 [B, total_tokens] of `level`; total_tokens a scalar (one group)."""
         prior = self._models.priors[level]
         batch = tf.shape(labels_rows)[0]
         empty = tf.zeros([batch, 0], tf.int32)
@@ -343,6 +384,8 @@ class JukeboxModule(tf.Module):
     def _encode(self, audio, sample_rate):
         config = self._config
         top_hop = config.hop_lengths[-1]
+        checked = self._same_batch("audio", {"audio": audio, "sample_rate": sample_rate})
+        audio, sample_rate = checked["audio"], checked["sample_rate"]
         length = tf.shape(audio)[1] // top_hop * top_hop
         length = self._after([
             tf.debugging.assert_equal(
@@ -370,23 +413,45 @@ class JukeboxModule(tf.Module):
                 tf.TensorSpec([None, None], tf.int32)])
         return fns[level](codes)
 
+    def _audio_rows(self, batch, samples) -> tf.Tensor:
+        """float32 zeros [batch, samples] (or [batch, samples, channels])."""
+        channels = self._config.channels
+        return tf.zeros([batch, samples] + ([channels] if channels > 1 else []), tf.float32)
+
+    def _level_lookup(self, level, per_level) -> tf.Tensor:
+        """per_level[level] for level int32 [B] (a Python list of ints indexed by level)."""
+        return tf.gather(tf.constant(per_level, tf.int32), level)
+
     def _decode(self, codes, level):
         message = f"decode: level must be in [0, {self.levels})"
-        level = self._after([tf.debugging.assert_non_negative(level, message=message),
-                             tf.debugging.assert_less(level, self.levels, message=message)],
-                            level)
-        codes = self._check_codes(codes, "codes")
-        branches = [lambda level=level: self._decode_level(codes, level)
-                    for level in range(self.levels)]
-        return {"audio": tf.switch_case(level, branches)}
+        checked = self._same_batch("codes", {"codes": codes, "level": level})
+        level = self._after([tf.debugging.assert_non_negative(checked["level"], message=message),
+                             tf.debugging.assert_less(checked["level"], self.levels,
+                                                      message=message)], checked["level"])
+        codes = self._check_codes(checked["codes"], "codes")
+        hops = self._level_lookup(level, self._config.hop_lengths)
+        longest = tf.shape(codes)[1] * tf.reduce_max(tf.concat([hops, [0]], 0))
+
+        def run(rows, value):
+            part = tf.gather(codes, rows)
+            branches = [lambda lv=lv: self._decode_level(part, lv) for lv in range(self.levels)]
+            return {"audio": tf.switch_case(value, branches)}
+
+        return self._grouped(level, run, {
+            "audio": (self._audio_rows(tf.shape(codes)[0], longest), 0.0)})
 
     def _sample(self, artist, genres, lyrics, total_seconds, offset_seconds, n_tokens,
                 temperature, top_k, top_p, seed, prime):
         top = self.levels - 1
         hop = self._config.hop_lengths[top]
-        artist, genres, lyrics = self._same_batch(artist, {"genres": genres, "lyrics": lyrics})
-        self._check_settings(temperature, top_k, top_p)
-        tf.debugging.assert_positive(n_tokens, message="sample: n_tokens must be >= 1")
+        rows = self._same_batch("artist", dict(
+            artist=artist, genres=genres, lyrics=lyrics, total_seconds=total_seconds,
+            offset_seconds=offset_seconds, n_tokens=n_tokens, temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=seed))
+        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
+                                  rows["seed"])
+        n_tokens = self._after([tf.debugging.assert_positive(
+            rows["n_tokens"], message="sample: n_tokens must be >= 1")], rows["n_tokens"])
         # An empty prime ([B, 0] or [0, 0]) means none.
         batch = tf.shape(artist)[0]
         prime = tf.cond(tf.size(prime) > 0, lambda: prime,
@@ -398,63 +463,101 @@ class JukeboxModule(tf.Module):
                                            message="sample: prime is longer than n_tokens")],
             prime)
         prime = self._check_codes(prime, "prime")
-        offset = self._samples(offset_seconds)
-        total = tf.where(total_seconds > 0.0, self._samples(total_seconds),
+        offset = self._samples(rows["offset_seconds"])
+        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
                          offset + n_tokens * hop)
-        rows = self._labels(artist, genres, total, offset, self._max_words(top))
-        settings = GraphSettings(temperature, top_k, top_p, seed)
-        return {"codes": self._sample_level(top, n_tokens, rows, settings, lyrics=lyrics,
-                                            prime=prime)}
+        labels = self._labels(rows["artist"], rows["genres"], total, offset,
+                              self._max_words(top))
+
+        def run(group, value):
+            return {"codes": self._sample_level(
+                top, value, tf.gather(labels, group), settings.take(group),
+                lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group))}
+
+        longest = tf.reduce_max(tf.concat([n_tokens, [0]], 0))
+        return self._grouped(n_tokens, run, {
+            "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
 
     def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
                   temperature, top_k, top_p, seed):
         hops = self._config.hop_lengths
         levels = self.upsampler_levels
+        rows = self._same_batch("codes", dict(
+            codes=codes, level=level, artist=artist, genres=genres,
+            total_seconds=total_seconds, offset_seconds=offset_seconds,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed))
         level = self._after([tf.debugging.assert_equal(
-            tf.reduce_any(tf.equal(level, levels)), True,
-            message=f"upsample: level must be one of {levels} (the levels with an "
-                    f"upsampler)")], level)
-        artist, codes, genres = self._same_batch(artist, {"codes": codes, "genres": genres})
-        self._check_settings(temperature, top_k, top_p)
-        codes = self._check_codes(codes, "codes")
-        settings = GraphSettings(temperature, top_k, top_p, seed)
-        offset = self._samples(offset_seconds)
+            tf.reduce_all(tf.reduce_any(tf.equal(rows["level"][:, None], levels), axis=1)),
+            True, message=f"upsample: level must be one of {levels} (the levels with an "
+                          f"upsampler)")], rows["level"])
+        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
+                                  rows["seed"])
+        codes = self._check_codes(rows["codes"], "codes")
+        offset = self._samples(rows["offset_seconds"])
+        n_audio = tf.shape(codes)[1] * self._level_lookup(level, list(hops[1:]) + [0])
+        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
+                         offset + n_audio)
 
-        def branch(level):
-            if level not in levels:
-                return lambda: tf.zeros([tf.shape(codes)[0], 0], tf.int32)
+        def branch(lv, group):
+            if lv not in levels:
+                return lambda: tf.zeros([tf.size(group), 0], tf.int32)
 
             def run():
-                n_audio = tf.shape(codes)[1] * hops[level + 1]
-                total = tf.where(total_seconds > 0.0, self._samples(total_seconds),
-                                 offset + n_audio)
-                rows = self._labels(artist, genres, total, offset, self._max_words(level))
-                return self._sample_level(level, n_audio // hops[level], rows, settings,
-                                          upper=codes)
+                labels = self._labels(tf.gather(rows["artist"], group),
+                                      tf.gather(rows["genres"], group),
+                                      tf.gather(total, group), tf.gather(offset, group),
+                                      self._max_words(lv))
+                n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
+                return self._sample_level(lv, n_tokens, labels, settings.take(group),
+                                          upper=tf.gather(codes, group))
             return run
 
-        out = tf.switch_case(level, [branch(lv) for lv in range(self.levels - 1)])
-        return {"codes": out}
+        def run(group, value):
+            return {"codes": tf.switch_case(value, [branch(lv, group)
+                                                    for lv in range(self.levels - 1)])}
+
+        ratios = [hops[lv + 1] // hops[lv] for lv in range(self.levels - 1)]
+        longest = tf.shape(codes)[1] * tf.reduce_max(
+            tf.concat([self._level_lookup(level, ratios), [0]], 0))
+        return self._grouped(level, run, {
+            "codes": (tf.fill([tf.shape(codes)[0], longest], PAD_CODE), PAD_CODE)})
 
     def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
                   top_p, seed):
-        config = self._config
-        hops = config.hop_lengths
-        artist, genres, lyrics = self._same_batch(artist, {"genres": genres, "lyrics": lyrics})
-        self._check_settings(temperature, top_k, top_p)
-        tf.debugging.assert_positive(seconds, message="generate: seconds must be > 0")
+        hops = self._config.hop_lengths
+        rows = self._same_batch("artist", dict(
+            artist=artist, genres=genres, lyrics=lyrics, seconds=seconds,
+            total_seconds=total_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed))
+        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
+                                  rows["seed"])
+        seconds = self._after([tf.debugging.assert_positive(
+            rows["seconds"], message="generate: seconds must be > 0")], rows["seconds"])
         n_audio = tf.maximum(self._samples(seconds) // hops[-1], 1) * hops[-1]
-        total = tf.where(total_seconds > 0.0, self._samples(total_seconds), n_audio)
-        settings = GraphSettings(temperature, top_k, top_p, seed)
-        codes = {}
-        for level in self.generated_levels:
-            rows = self._labels(artist, genres, total, tf.constant(0), self._max_words(level))
-            codes[level] = self._sample_level(level, n_audio // hops[level], rows, settings,
-                                              lyrics=lyrics, upper=codes.get(level + 1))
-        lowest = min(codes)
-        out = {f"codes_l{level}": c for level, c in codes.items()}
-        out["audio"] = self._decode_level(codes[lowest], lowest)
-        return out
+        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
+                         n_audio)
+        batch = tf.shape(artist)[0]
+        lowest = min(self.generated_levels)
+
+        def run(group, value):
+            codes = {}
+            for level in self.generated_levels:
+                labels = self._labels(tf.gather(rows["artist"], group),
+                                      tf.gather(rows["genres"], group),
+                                      tf.gather(total, group), tf.zeros_like(group),
+                                      self._max_words(level))
+                codes[level] = self._sample_level(
+                    level, value // hops[level], labels, settings.take(group),
+                    lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1))
+            out = {f"codes_l{level}": c for level, c in codes.items()}
+            out["audio"] = self._decode_level(codes[lowest], lowest)
+            return out
+
+        longest = tf.reduce_max(tf.concat([n_audio, [0]], 0))
+        outputs = {f"codes_l{level}": (tf.fill([batch, longest // hops[level]], PAD_CODE),
+                                       PAD_CODE) for level in self.generated_levels}
+        outputs["audio"] = (self._audio_rows(batch, longest), 0.0)
+        return self._grouped(n_audio, run, outputs)
 
     def metadata_dict(self) -> dict:
         """Everything the metadata signature and assets/metadata.json say."""
@@ -483,9 +586,11 @@ class JukeboxModule(tf.Module):
             "signatures": {name: SIGNATURES[name] for name in self.signature_names()},
         }
 
-    def _metadata(self):
+    def _metadata(self, rows):
+        """Each field repeated once per entry of rows [B]: TF Serving's batcher needs every
+        signature to take and return a batch."""
         meta = self.metadata_dict()
-        return {
+        fields = {
             "sample_rate": tf.constant(meta["sample_rate"], tf.int32),
             "channels": tf.constant(meta["channels"], tf.int32),
             "hop_lengths": tf.constant(meta["hop_lengths"], tf.int32),
@@ -496,3 +601,6 @@ class JukeboxModule(tf.Module):
             "version": tf.constant(meta["version"], tf.int64),
             "metadata_json": tf.constant(json.dumps(meta, sort_keys=True)),
         }
+        batch = tf.shape(rows)[0]
+        return {name: tf.tile(value[None], tf.concat([[batch], tf.ones_like(tf.shape(value))], 0))
+                for name, value in fields.items()}

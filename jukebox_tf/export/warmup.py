@@ -22,29 +22,32 @@ def example_inputs(meta: dict) -> dict[str, dict[str, np.ndarray]]:
     audio = np.sin(np.arange(hops[-1]) * 0.05).astype(np.float32)[None] * 0.1
     if channels > 1:
         audio = np.repeat(audio[..., None], channels, axis=-1)
+    def row(value, dtype):
+        return np.array([value], dtype)
+
     strings = {"artist": np.array([b""]), "genres": np.array([b""])}
-    settings = {"temperature": np.float32(1.0), "top_k": np.int32(0), "top_p": np.float32(0.0),
-                "seed": np.int64(0)}
+    settings = {"temperature": row(1.0, np.float32), "top_k": row(0, np.int32),
+                "top_p": row(0.0, np.float32), "seed": row(0, np.int64)}
     out = {
-        "encode": {"audio": audio, "sample_rate": np.int32(rate)},
-        "decode": {"codes": np.zeros([1, 1], np.int32), "level": np.int32(0)},
+        "encode": {"audio": audio, "sample_rate": row(rate, np.int32)},
+        "decode": {"codes": np.zeros([1, 1], np.int32), "level": row(0, np.int32)},
     }
     signatures = meta["signatures"]
     if "sample" in signatures:
         out["sample"] = {**strings, "lyrics": np.array([b""]),
-                         "total_seconds": np.float32(0.0), "offset_seconds": np.float32(0.0),
-                         "n_tokens": np.int32(1), **settings,
-                         "prime": np.zeros([1, 0], np.int32)}
+                         "total_seconds": row(0.0, np.float32),
+                         "offset_seconds": row(0.0, np.float32), "n_tokens": row(1, np.int32),
+                         **settings, "prime": np.zeros([1, 0], np.int32)}
     if "upsample" in signatures:
         level = max(lv for lv in meta["prior_levels"] if lv < meta["levels"] - 1)
-        out["upsample"] = {"codes": np.zeros([1, 1], np.int32), "level": np.int32(level),
-                           **strings, "total_seconds": np.float32(0.0),
-                           "offset_seconds": np.float32(0.0), **settings}
+        out["upsample"] = {"codes": np.zeros([1, 1], np.int32), "level": row(level, np.int32),
+                           **strings, "total_seconds": row(0.0, np.float32),
+                           "offset_seconds": row(0.0, np.float32), **settings}
     if "generate" in signatures:
         out["generate"] = {**strings, "lyrics": np.array([b""]),
-                           "seconds": np.float32(hops[-1] / rate),
-                           "total_seconds": np.float32(0.0), **settings}
-    out["metadata"] = {}
+                           "seconds": row(hops[-1] / rate, np.float32),
+                           "total_seconds": row(0.0, np.float32), **settings}
+    out["metadata"] = {"rows": row(0, np.int32)}
     return out
 
 

@@ -7,6 +7,7 @@ so it runs inside the compiled per-token loop.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 FILTERED = float("-inf")  # the original's filter_value
@@ -62,16 +63,29 @@ def argmax(x, xla: bool = False) -> tf.Tensor:
 def draw(logits, key, position, xla: bool = False) -> tf.Tensor:
     """One token per row of logits float32 [B, V] -> int32 [B], by Gumbel-max.
 
-    The noise is a function of (key int [2], position scalar) only, so the same key gives the
-    same tokens whatever the batching of the calls, cached or not. Under XLA (xla=True) the
-    generator is Threefry, 4-8x cheaper there than Philox (and not available outside XLA), so
-    a jit-compiled run draws other tokens than an uncompiled one.
+    key: int [2], shared by the rows (row i reads the noise stream at i * V), or int [B, 2],
+    one per row (each row's noise is that of a batch of one with its key, so a row draws the
+    same token whatever else is in the batch: what a server that merges requests needs). The
+    noise is a function of (key, position) only, so the same key gives the same tokens
+    whatever the batching of the calls, cached or not. Under XLA (xla=True) the generator is
+    Threefry, 4-8x cheaper there than Philox (and not available outside XLA), so a
+    jit-compiled run draws other tokens than an uncompiled one.
     """
-    seed = tf.random.experimental.stateless_fold_in(tf.cast(key, tf.int64), position)
-    # minval > 0 keeps log(u) finite.
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-20, maxval=1.0,
-                                          alg="threefry" if xla else "auto_select")
-    gumbel = -tf.math.log(-tf.math.log(uniform))
+    alg = "threefry" if xla else "auto_select"
+    key = tf.cast(key, tf.int64)
+
+    def uniform(key, shape):
+        seed = tf.random.experimental.stateless_fold_in(key, position)
+        # minval > 0 keeps log(u) finite.
+        return tf.random.stateless_uniform(shape, seed, minval=1e-20, maxval=1.0, alg=alg)
+
+    if key.shape.rank == 2:
+        vocab = tf.shape(logits)[1:]
+        noise = tf.map_fn(lambda k: uniform(k, vocab), key,
+                          fn_output_signature=tf.float32)
+    else:
+        noise = uniform(key, tf.shape(logits))
+    gumbel = -tf.math.log(-tf.math.log(noise))
     return argmax(logits + gumbel, xla)
 
 
@@ -94,3 +108,19 @@ def seed_key(seed, *salts) -> tf.Tensor:
     for salt in salts:
         key = tf.cast(tf.random.experimental.stateless_fold_in(key, int(salt)), tf.int64)
     return key
+
+
+def row_seeds(seed, batch: int) -> np.ndarray:
+    """int64 [batch]: one seed per sample. An int seed s gives s, s + 1, ...: sample i of a
+    request with seed s is the sample a one-sample request with seed s + i gets."""
+    seeds = np.asarray(seed, np.int64)
+    if seeds.ndim == 0:
+        return seeds + np.arange(batch, dtype=np.int64)
+    if seeds.shape != (batch,):
+        raise ValueError(f"give one seed, or one per sample ({batch}): got shape {seeds.shape}")
+    return seeds
+
+
+def row_keys(seeds, *salts) -> tf.Tensor:
+    """int64 [B, 2]: seed_key of each row's seed with the same salts (draw's per-row keys)."""
+    return tf.stack([seed_key(int(s), *salts) for s in np.asarray(seeds).reshape(-1)])

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from jukebox_tf.prior.labels import LENGTH, OFFSET, TOTAL_LENGTH
 from jukebox_tf.prior.lyrics import lyric_window_tf
 from jukebox_tf.sampling import prior_api
-from jukebox_tf.sampling.filters import seed_key
+from jukebox_tf.sampling.filters import row_keys, row_seeds
 from jukebox_tf.sampling.sampler import SamplerSettings, get_sampler
 
 # The original's per-level hop fractions (index = level): the top level moves on by an eighth
@@ -90,7 +90,7 @@ def _window_inputs(prior, start: int, hop_length: int, labels, lyrics, upper_cod
 def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels=None,
                  lyrics=None, upper_codes=None, prime=None, n_samples: int | None = None,
                  hop_fraction: float | None = None, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 0.0, chunk_size: int = 32, seed: int = 0,
+                 top_p: float = 0.0, chunk_size: int = 32, seed=0,
                  jit_compile: bool = False, level: int | None = None, progress: bool = True
                  ) -> np.ndarray:
     """Codes int32 [B, total_tokens] of one level.
@@ -100,7 +100,8 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
     (tokens int [B, L], lengths int [B]) of the whole track, or None. upper_codes: int
     [B, T_above], all codes of the level above (upsamplers). prime: int [B, P] codes to
     continue (kept as they are). B comes from n_samples or from any of these. hop_fraction
-    defaults to the original's for the level; temperature 0 samples greedily.
+    defaults to the original's for the level; temperature 0 samples greedily. seed: an int
+    (sample i gets seed + i) or one int per sample; a sample depends only on its own seed.
     """
     level = prior_api.prior_level(prior) if level is None else level
     hop_length = int(hop_lengths[level])
@@ -132,6 +133,7 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
     if codes.shape[1] > total_tokens:
         raise ValueError(f"the prime has {codes.shape[1]} tokens, more than the {total_tokens} "
                          f"asked for")
+    seeds = row_seeds(seed, batch)
     sampler = get_sampler(prior, SamplerSettings(temperature, top_k, top_p, chunk_size,
                                                  jit_compile))
     starts = window_starts(total_tokens, ctx, hop_fraction)
@@ -144,7 +146,7 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
                                 upper_ratio)
         cond = prior.conditioning(inputs, training=False)
         new = sampler.sample(cond, codes[:, start:], end - codes.shape[1],
-                             seed=seed_key(seed, level, start))
+                             seed=row_keys(seeds, level, start))
         codes = np.concatenate([codes, new], axis=1)
     return codes
 
