@@ -81,8 +81,11 @@ def draw(logits, key, position, xla: bool = False) -> tf.Tensor:
 
     if key.shape.rank == 2:
         vocab = tf.shape(logits)[1:]
-        noise = tf.map_fn(lambda k: uniform(k, vocab), key,
-                          fn_output_signature=tf.float32)
+        if logits.shape[0] is not None:  # a static batch (the library's): no loop
+            noise = tf.stack([uniform(key[i], vocab) for i in range(logits.shape[0])])
+        else:
+            noise = tf.map_fn(lambda k: uniform(k, vocab), key,
+                              fn_output_signature=tf.float32)
     else:
         noise = uniform(key, tf.shape(logits))
     gumbel = -tf.math.log(-tf.math.log(noise))
