@@ -278,8 +278,9 @@ class JukeboxModule(tf.Module):
             for name, tensor in tensors.items() if name != first]
         return {name: self._after(checks, t) for name, t in tensors.items()}
 
-    def _settings(self, temperature, top_k, top_p, seed) -> GraphSettings:
-        """The per-row settings, available once checked."""
+    def _settings(self, rows: dict) -> GraphSettings:
+        """The per-row settings of a signature's inputs, available once checked."""
+        temperature, top_k, top_p = rows["temperature"], rows["top_k"], rows["top_p"]
         checks = [
             tf.debugging.assert_greater_equal(temperature, 0.0,
                                               message="temperature must be >= 0 (0 = greedy)"),
@@ -287,7 +288,17 @@ class JukeboxModule(tf.Module):
             tf.debugging.assert_greater_equal(top_p, 0.0, message="top_p must be in [0, 1]"),
             tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in [0, 1]")]
         return GraphSettings(*(self._after(checks, t) for t in (temperature, top_k, top_p,
-                                                                seed)))
+                                                                rows["seed"])))
+
+    def _total(self, rows: dict, default) -> tf.Tensor:
+        """int32 [B]: each row's total_seconds in samples, or `default` where it is <= 0."""
+        return tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
+                        default)
+
+    @staticmethod
+    def _longest(lengths) -> tf.Tensor:
+        """The largest of lengths int32 [B] (0 for no rows)."""
+        return tf.reduce_max(tf.concat([lengths, [0]], 0))
 
     @staticmethod
     def _grouped(values, run, outputs: dict) -> dict:
@@ -430,7 +441,7 @@ class JukeboxModule(tf.Module):
                                                       message=message)], checked["level"])
         codes = self._check_codes(checked["codes"], "codes")
         hops = self._level_lookup(level, self._config.hop_lengths)
-        longest = tf.shape(codes)[1] * tf.reduce_max(tf.concat([hops, [0]], 0))
+        longest = tf.shape(codes)[1] * self._longest(hops)
 
         def run(rows, value):
             part = tf.gather(codes, rows)
@@ -448,8 +459,7 @@ class JukeboxModule(tf.Module):
             artist=artist, genres=genres, lyrics=lyrics, total_seconds=total_seconds,
             offset_seconds=offset_seconds, n_tokens=n_tokens, temperature=temperature,
             top_k=top_k, top_p=top_p, seed=seed))
-        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
-                                  rows["seed"])
+        settings = self._settings(rows)
         n_tokens = self._after([tf.debugging.assert_positive(
             rows["n_tokens"], message="sample: n_tokens must be >= 1")], rows["n_tokens"])
         # An empty prime ([B, 0] or [0, 0]) means none.
@@ -464,8 +474,7 @@ class JukeboxModule(tf.Module):
             prime)
         prime = self._check_codes(prime, "prime")
         offset = self._samples(rows["offset_seconds"])
-        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
-                         offset + n_tokens * hop)
+        total = self._total(rows, offset + n_tokens * hop)
         labels = self._labels(rows["artist"], rows["genres"], total, offset,
                               self._max_words(top))
 
@@ -474,7 +483,7 @@ class JukeboxModule(tf.Module):
                 top, value, tf.gather(labels, group), settings.take(group),
                 lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group))}
 
-        longest = tf.reduce_max(tf.concat([n_tokens, [0]], 0))
+        longest = self._longest(n_tokens)
         return self._grouped(n_tokens, run, {
             "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
 
@@ -490,26 +499,23 @@ class JukeboxModule(tf.Module):
             tf.reduce_all(tf.reduce_any(tf.equal(rows["level"][:, None], levels), axis=1)),
             True, message=f"upsample: level must be one of {levels} (the levels with an "
                           f"upsampler)")], rows["level"])
-        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
-                                  rows["seed"])
+        settings = self._settings(rows)
         codes = self._check_codes(rows["codes"], "codes")
         offset = self._samples(rows["offset_seconds"])
         n_audio = tf.shape(codes)[1] * self._level_lookup(level, list(hops[1:]) + [0])
-        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
-                         offset + n_audio)
+        total = self._total(rows, offset + n_audio)
+
+        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset,
+                                   self._max_words(lv)) for lv in levels}
 
         def branch(lv, group):
             if lv not in levels:
                 return lambda: tf.zeros([tf.size(group), 0], tf.int32)
 
             def run():
-                labels = self._labels(tf.gather(rows["artist"], group),
-                                      tf.gather(rows["genres"], group),
-                                      tf.gather(total, group), tf.gather(offset, group),
-                                      self._max_words(lv))
                 n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
-                return self._sample_level(lv, n_tokens, labels, settings.take(group),
-                                          upper=tf.gather(codes, group))
+                return self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
+                                          settings.take(group), upper=tf.gather(codes, group))
             return run
 
         def run(group, value):
@@ -529,31 +535,29 @@ class JukeboxModule(tf.Module):
             artist=artist, genres=genres, lyrics=lyrics, seconds=seconds,
             total_seconds=total_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=seed))
-        settings = self._settings(rows["temperature"], rows["top_k"], rows["top_p"],
-                                  rows["seed"])
+        settings = self._settings(rows)
         seconds = self._after([tf.debugging.assert_positive(
             rows["seconds"], message="generate: seconds must be > 0")], rows["seconds"])
         n_audio = tf.maximum(self._samples(seconds) // hops[-1], 1) * hops[-1]
-        total = tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
-                         n_audio)
+        total = self._total(rows, n_audio)
         batch = tf.shape(artist)[0]
         lowest = min(self.generated_levels)
+        labels = {level: self._labels(rows["artist"], rows["genres"], total,
+                                      tf.zeros_like(total), self._max_words(level))
+                  for level in self.generated_levels}
 
         def run(group, value):
             codes = {}
             for level in self.generated_levels:
-                labels = self._labels(tf.gather(rows["artist"], group),
-                                      tf.gather(rows["genres"], group),
-                                      tf.gather(total, group), tf.zeros_like(group),
-                                      self._max_words(level))
                 codes[level] = self._sample_level(
-                    level, value // hops[level], labels, settings.take(group),
+                    level, value // hops[level], tf.gather(labels[level], group),
+                    settings.take(group),
                     lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1))
             out = {f"codes_l{level}": c for level, c in codes.items()}
             out["audio"] = self._decode_level(codes[lowest], lowest)
             return out
 
-        longest = tf.reduce_max(tf.concat([n_audio, [0]], 0))
+        longest = self._longest(n_audio)
         outputs = {f"codes_l{level}": (tf.fill([batch, longest // hops[level]], PAD_CODE),
                                        PAD_CODE) for level in self.generated_levels}
         outputs["audio"] = (self._audio_rows(batch, longest), 0.0)
