@@ -27,7 +27,8 @@ import tensorflow as tf  # noqa: E402
 from jukebox_tf.errors import JukeboxError  # noqa: E402
 from jukebox_tf.training import checkpoints  # noqa: E402
 from jukebox_tf.training.config import TrainConfig  # noqa: E402
-from jukebox_tf.training.loop import dataset_seed, restore_for_eval, train  # noqa: E402
+from jukebox_tf.training.loop import (compiled_step, dataset_seed, restore_for_eval,  # noqa: E402
+                                      train)
 from jukebox_tf.training.schedule import WarmupDecay  # noqa: E402
 from jukebox_tf.training.strategy import (  # noqa: E402
     cluster_size, is_chief, is_chief_task, strategy_from_env)
@@ -286,6 +287,14 @@ def test_mixed_precision_trains_and_logs_the_loss_scale(tmp_path):
     assert task.model.layers[0].dtype_policy.name == "mixed_float16"
     assert keras.mixed_precision.dtype_policy().name == "float32"  # put back afterwards
     assert all(np.isfinite(w).all() for w in weights(restore_for_eval(task, str(tmp_path))))
+
+
+def test_compiled_step_builds_under_the_mixed_precision_policy():
+    # The benchmarks time this step: it must compute in the precision `train` would.
+    step, iterator, model = compiled_step(Regression(hidden=8), config(mixed_precision="bfloat16"))
+    assert model.layers[0].dtype_policy.name == "mixed_bfloat16"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # put back afterwards
+    assert math.isfinite(float(step(iterator, False)[0]["loss"]))
 
 
 def test_weight_decay_switches_to_adamw_with_decoupled_decay(tmp_path):

@@ -33,6 +33,30 @@ def test_conv1d_matches_keras(kernel, stride, dilation):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dilation", [1, 9])
+def test_bfloat16_conv1d_matches_float32(dilation):
+    # Mixed precision takes oneDNN's own dilated gradient, float32 the folded one.
+    rng = np.random.RandomState(dilation)
+    x = tf.constant(rng.randn(2, 256, 16).astype(np.float32))
+    w = tf.constant(rng.randn(2, 256, 8).astype(np.float32))
+    full, mixed = (Conv1D(8, 3, dilation_rate=dilation, dtype=policy)
+                   for policy in ("float32", "mixed_bfloat16"))
+    full.build(x.shape)
+    mixed.build(x.shape)
+    mixed.set_weights(full.get_weights())
+    results = []
+    for layer in (full, mixed):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * w)
+        results.append((y.dtype, [tf.cast(t, tf.float32).numpy() for t in [y] + tape.gradient(
+            loss, [x, layer.kernel.value])]))
+    assert [dtype for dtype, _ in results] == [tf.float32, tf.bfloat16]
+    for a, b in zip(results[0][1], results[1][1]):  # bfloat16 keeps 8 bits of mantissa
+        np.testing.assert_allclose(b, a, atol=0.03 * np.abs(a).max())
+
+
 def test_conv1d_transpose_matches_keras():
     rng = np.random.RandomState(0)
     x = tf.constant(rng.randn(2, 64, 5).astype(np.float32))

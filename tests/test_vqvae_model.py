@@ -99,3 +99,28 @@ def test_config_validation_and_dict_round_trip():
         VQVAEConfig(sample_length=1000)
     with pytest.raises(ValueError, match="unknown VQ-VAE preset"):
         get_preset("huge")
+
+
+def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_losses(tiny):
+    x = np.random.RandomState(2).randn(2, 4096, 1).astype(np.float32) * 0.1
+    tiny(x, training=True)  # codebooks from data
+    tiny.set_data_statistics({"l2": 0.01, "l1": 0.08, "spec": 12.0})
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as the training loop does
+    try:
+        mixed = build_vqvae(get_preset("tiny"))
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    mixed.set_weights(tiny.get_weights())
+    assert mixed.decoders[0].compute_dtype == "bfloat16"
+    assert mixed.bottlenecks[0].compute_dtype == "float32"
+    # The loss normalisers are read in float32, not rounded to bfloat16's 8 bits.
+    assert mixed.data_statistics() == pytest.approx({"l2": 0.01, "l1": 0.08, "spec": 12.0})
+    full, half = tiny(x, training=False), mixed(x, training=False)
+    assert half["loss"].dtype == tf.float32
+    assert all(r.dtype == tf.float32 for r in half["reconstructions"])
+    np.testing.assert_allclose(half["loss"].numpy(), full["loss"].numpy(), rtol=0.05)
+    for level, codes in enumerate(full["codes"]):  # bfloat16 may pick a neighbouring code
+        ref = tiny.decode(codes, level).numpy()
+        np.testing.assert_allclose(tf.cast(mixed.decode(codes, level), tf.float32).numpy(), ref,
+                                   atol=0.03 * np.abs(ref).max())

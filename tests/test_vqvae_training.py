@@ -46,7 +46,8 @@ def summary_tags(run_dir):
 
 
 @pytest.mark.slow
-def test_tiny_vqvae_loss_falls_on_demo_data(demo_dataset, tmp_path):
+@pytest.mark.parametrize("mixed_precision", [None, "bfloat16"])
+def test_tiny_vqvae_loss_falls_on_demo_data(demo_dataset, tmp_path, mixed_precision):
     from jukebox_tf.training import TrainConfig, train
     from jukebox_tf.vqvae import get_preset
     from jukebox_tf.vqvae.task import VQVAETask
@@ -55,7 +56,8 @@ def test_tiny_vqvae_loss_falls_on_demo_data(demo_dataset, tmp_path):
     run = str(tmp_path / "run")
     metrics = train(task, TrainConfig(steps=60, global_batch_size=4, learning_rate=1e-3,
                                       warmup_steps=5, log_every=1, media_every=30,
-                                      checkpoint_every=60), run, progress=False)
+                                      checkpoint_every=60, mixed_precision=mixed_precision),
+                    run, progress=False)
     losses = scalars(run, "loss")
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5]), losses

@@ -89,7 +89,8 @@ def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | 
     or signals, for benchmarks. `step(iterator, False)` runs one update and returns
     (metrics, batch)."""
     strategy = strategy or strategy_from_env()
-    state = _TrainState.build(task, config, strategy)
+    with _global_dtype_policy(config.dtype_policy):
+        state = _TrainState.build(task, config, strategy)
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: task.dataset(ctx, config.seed)))
     step = TrainStep(task, state.model, state.optimizer, config, strategy, state.ema,

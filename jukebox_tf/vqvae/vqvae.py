@@ -53,7 +53,7 @@ class VQVAE(keras.Model):
         # the training data and saved with the weights.
         self.data_stats = self.add_weight(name="data_stats", shape=(len(STAT_NAMES),),
                                           initializer="ones", trainable=False,
-                                          aggregation="only_first_replica")
+                                          aggregation="only_first_replica", autocast=False)
         audio_shape = (None, None, self.config.channels)
         for level in range(self.config.levels):
             z_shape = build_chain([self.encoders[level]], audio_shape)
