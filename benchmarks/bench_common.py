@@ -31,6 +31,15 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def float32_copy(model, build):
+    """A model from `build()` (under the default float32 policy) holding `model`'s weights:
+    what `jukebox-tf encode`, `reconstruct` and `sample` restore from a run trained with mixed
+    precision, so inference is timed as they run it."""
+    copy = build()
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def cpu_ticks() -> list[int] | None:
     """The machine's aggregate /proc/stat CPU counters (user, nice, system, idle, iowait, irq,
     softirq, steal, ...); None where there is no /proc/stat."""

@@ -31,7 +31,7 @@ import platform
 import sys
 import time
 
-from bench_common import peak_rss_mb, timed, write_result
+from bench_common import float32_copy, peak_rss_mb, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,7 +61,8 @@ def main() -> int:
     parser.add_argument("--no-xla", action="store_true",
                         help="sample with the compiled loop without XLA (jit_compile=False)")
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                        help="the training loop's mixed-precision option (the sampled model too)")
+                        help="the training loop's mixed-precision option (sampling runs in "
+                             "float32, as `jukebox-tf sample` restores a run)")
     args = parser.parse_args()
     wall_start = time.perf_counter()
 
@@ -112,7 +113,8 @@ def main() -> int:
     del step, iterator
 
     # -- sampling: the cached compiled loop ------------------------------------------------
-    prior = model  # the trained-on weights: the time does not depend on them
+    # The trained-on weights (the time does not depend on them).
+    prior = float32_copy(model, lambda: build_prior(config)) if args.mixed_precision else model
     n_new = args.new_tokens
     sampling = {}
     for b in (1, 4):

@@ -23,7 +23,7 @@ import platform
 import sys
 import time
 
-from bench_common import peak_rss_mb, timed, write_result
+from bench_common import float32_copy, peak_rss_mb, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,7 +40,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sample-length", type=int, default=32768)
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                        help="the training loop's mixed-precision option")
+                        help="the training loop's mixed-precision option (encode and decode "
+                             "run in float32, as the CLI restores a run)")
     args = parser.parse_args()
 
     import numpy as np
@@ -51,6 +52,7 @@ def main() -> int:
     from jukebox_tf.training import TrainConfig, compiled_step
     from jukebox_tf.vqvae import get_preset
     from jukebox_tf.vqvae.task import VQVAETask
+    from jukebox_tf.vqvae.vqvae import build_vqvae
 
     config = dataclasses.replace(get_preset(args.preset), sample_length=args.sample_length)
     repeats = 3 if args.quick else 10
@@ -72,6 +74,8 @@ def main() -> int:
     print(f"train step: {step_s:.3f} s median ({args.batch_size} x {args.sample_length}), "
           f"first call {first_step:.1f} s", flush=True)
 
+    if args.mixed_precision:
+        model = float32_copy(model, lambda: build_vqvae(config))
     clip_s = 4.0 if args.quick else 10.0
     top = config.hop_lengths[-1]
     length = int(clip_s * config.sample_rate) // top * top

@@ -27,3 +27,23 @@ def test_result_records_steal_and_warns_when_high(tmp_path, monkeypatch, capsys)
     assert bench_common.write_result(str(path), {"meets_targets": {"a": True}}) == 0
     assert json.loads(path.read_text())["cpu_steal_percent"] == 40.0
     assert "took 40% of the CPU" in capsys.readouterr().out
+
+
+def test_float32_copy_holds_the_mixed_precision_weights():
+    import keras
+    import numpy as np
+
+    def build():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    copy = bench_common.float32_copy(mixed, build)
+    assert mixed.layers[0].compute_dtype == "bfloat16"
+    assert copy.layers[0].compute_dtype == "float32"
+    for a, b in zip(mixed.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)

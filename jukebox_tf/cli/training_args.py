@@ -17,7 +17,8 @@ def add_training_arguments(p) -> None:
     p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns the weight EMA off")
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
                    help="compute in float16 (loss-scaled; GPUs) or bfloat16 (TPUs, recent "
-                        "GPUs); weights stay float32")
+                        "GPUs, CPUs with AMX such as Xeon Sapphire Rapids); weights stay "
+                        "float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
