@@ -1,6 +1,6 @@
 """Factorized attention and the prior transformer: every kind against a dense numpy reference,
-cached sampling (step by step and in chunks) against the full forward, serialization, cost
-structure and parameter counts."""
+cached sampling (step by step and in chunks) against the full forward, priming in one forward
+pass against chunked priming, serialization, cost structure and parameter counts."""
 
 import json
 
@@ -170,6 +170,88 @@ def test_transformer_cached_steps_and_chunks_match_forward():
     assert np.abs(run_chunks(model, x, cache, CHUNKS) - full).max() < 1e-5
     whole = run_chunks(model, x[:, :20], cache, [20])  # priming in one go
     assert np.abs(whole - full[:, :20]).max() < 1e-5
+
+
+# -- (c') priming in one blocked forward pass fills the cache as chunked steps do -------------
+
+PRIME_LENGTHS = [0, 1, 3, 13, 22, N_CTX - 1, N_CTX]  # mostly not multiples of 4 or 5
+
+
+def feed(step, x, cache, sizes, start=0):
+    """step(x, cache, position) over chunks of the given sizes of x from position `start`;
+    -> (outputs [batch, sum(sizes), width], cache)."""
+    ys = []
+    for size in sizes:
+        y, cache = step(x[:, start:start + size], cache, tf.constant(start))
+        ys.append(y.numpy())
+        start += size
+    return np.concatenate(ys, axis=1) if ys else None, cache
+
+
+def chunk_sizes(length, chunk=5):
+    """The sampler's chunked priming: whole chunks, then single steps."""
+    return [chunk] * (length // chunk) + [1] * (length % chunk)
+
+
+def assert_same_cache(got, expected):
+    tf.nest.assert_same_structure(got, expected)
+    for (path, a), b in zip(keras.tree.flatten_with_path(got), tf.nest.flatten(expected)):
+        assert a.shape == b.shape, path
+        assert np.abs(a.numpy() - b.numpy()).max() < 1e-5, path
+
+
+def check_one_pass_prime(model, primes, lengths=PRIME_LENGTHS, next_steps=4):
+    """Each prime(x, empty cache, length) of `primes`, given x with the positions from
+    `length` on replaced by noise, against chunked steps: the same cache, and the same
+    outputs for the next single steps."""
+    x, enc = inputs()
+    step = tf.function(lambda x, cache, position: model(x, cache=cache, position=position))
+    empty = model.init_cache(BATCH, encoder_kv=enc)
+    noise = tf.random.stateless_normal(x.shape, [1, 2])
+    for length in lengths:
+        _, chunked = feed(step, x, empty, chunk_sizes(length))
+        steps = [1] * min(next_steps, N_CTX - length)
+        after_chunks, _ = feed(step, x, chunked, steps, start=length)
+        padded = tf.where(tf.range(x.shape[1])[None, :, None] < length, x, noise)
+        for prime in primes:
+            primed = prime(padded, empty, tf.constant(length))
+            assert_same_cache(primed, chunked)
+            if steps:
+                after_prime, _ = feed(step, x, primed, steps, start=length)
+                assert np.abs(after_prime - after_chunks).max() < 1e-5, length
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_pass_prime_matches_chunked_priming(kind):
+    layer = make_attention(kind)
+    check_one_pass_prime(layer, [lambda x, c, n: layer(x, cache=c, prime_length=n)[1]])
+
+
+def test_transformer_one_pass_prime_matches_chunked_priming():
+    """Every kind in one stack, as the sampler runs it: in a tf.function, XLA-compiled or not
+    (one trace for all prime lengths), and over only the blocks that hold the prime (what
+    Prior.prime does outside XLA: a dynamic length)."""
+    model = make_transformer()
+
+    def prime(x, cache, length):
+        return model(x, cache=cache, prime_length=length)[1]
+
+    def whole_blocks(x, cache, length):  # at least one: the cache write gathers from x
+        blocks = tf.maximum((length + BLOCK_CTX - 1) // BLOCK_CTX, 1)
+        return prime(x[:, :blocks * BLOCK_CTX], cache, length)
+
+    primes = [tf.function(prime), tf.function(prime, jit_compile=True),
+              tf.function(whole_blocks)]
+    check_one_pass_prime(model, primes)
+    assert [p.experimental_get_tracing_count() for p in primes] == [1, 1, 1]
+
+
+def test_priming_needs_a_cache_and_no_position():
+    layer = make_attention(0)
+    x, _ = inputs()
+    for kwargs in (dict(), dict(cache=layer.init_cache(BATCH), position=tf.constant(0))):
+        with pytest.raises(ValueError, match="prime_length"):
+            layer(x, prime_length=3, **kwargs)
 
 
 def test_cross_attention_cache_needs_encoder_output():

@@ -12,7 +12,7 @@ import tensorflow as tf
 from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_prior_params,
                                      count_transformer_params, get_preset, with_lyrics)
 from jukebox_tf.prior.labels import make_labels
-from jukebox_tf.prior.prior import Prior, TopLevelPrior, Upsampler, build_prior
+from jukebox_tf.prior.prior import Prior, TopLevelPrior, Upsampler, build_prior, shift_right
 
 LABELS = dict(labels=True, artist_bins=6, genre_bins=5, max_genre_words=2, t_bins=16,
               sample_rate=1000, max_duration=60.0)
@@ -132,6 +132,50 @@ def test_cached_steps_match_forward(config):
     assert np.abs(full).max() > 1.0  # logits far from uniform: a meaningful comparison
     for chunk in (1, 16):
         np.testing.assert_array_less(np.abs(stepped_logits(model, inputs, chunk) - full), 1e-4)
+
+
+def chunk_primed(step, prev, length, cache, cond, chunk=16):
+    """The cache after step(prev, position, cache, cond) over prev [B, n_ctx]'s positions
+    [0, length) as the sampler without a one-pass prime feeds them: whole chunks, then
+    single steps."""
+    position = 0
+    for size in [chunk] * (length // chunk) + [1] * (length % chunk):
+        _, cache = step(prev[:, position:position + size], tf.constant(position), cache, cond)
+        position += size
+    return cache
+
+
+@pytest.mark.parametrize("config", [TOP, UPSAMPLER], ids=["top-labels-lyrics", "upsampler"])
+def test_one_pass_prime_matches_chunked_steps(config):
+    """Prior.prime (timing or upper-codes conditioning at every position, cross-attention to
+    the lyrics) leaves the cache chunked steps leave, XLA-compiled (over the whole window) or
+    not (over the blocks that hold the prime), and the next steps' logits agree."""
+    model, inputs = make_model(config), make_inputs(config)
+    cond = model.conditioning(inputs)
+    prev = shift_right(inputs["codes"])
+    # Positions from the prime's length on hold other codes: the prime never reads them.
+    other = np.random.default_rng(5).integers(0, config.l_bins, prev.shape).astype(np.int32)
+    empty = model.init_cache(2, cond)
+    primes = [tf.function(model.prime), tf.function(model.prime, jit_compile=True)]
+    step = tf.function(model.step)
+    for length in (0, 1, 13, 37, config.n_ctx - 1, config.n_ctx):
+        chunked = chunk_primed(step, prev, length, empty, cond)
+        padded = np.where(np.arange(config.n_ctx) < length, prev, other)
+        for prime in primes:
+            primed = prime(padded, tf.constant(length), empty, cond)
+            for a, b in zip(tf.nest.flatten(primed), tf.nest.flatten(chunked)):
+                assert np.abs(a.numpy() - b.numpy()).max() < 1e-5, length
+            caches = [primed, chunked]
+            for position in range(length, min(length + 3, config.n_ctx)):
+                logits = []
+                for i, cache in enumerate(caches):
+                    out, caches[i] = step(prev[:, position:position + 1],
+                                          tf.constant(position), cache, cond)
+                    logits.append(out.numpy())
+                assert np.abs(logits[0] - logits[1]).max() < 1e-5, (length, position)
+    assert [p.experimental_get_tracing_count() for p in primes] == [1, 1]
+    with pytest.raises(ValueError, match="prime length"):
+        model.prime(prev, config.n_ctx + 1, empty, cond)
 
 
 def test_unconditioned_prior_broadcasts_its_start_token():

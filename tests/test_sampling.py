@@ -12,6 +12,8 @@ import tensorflow as tf
 
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
+from jukebox_tf.prior import prior as prior_lib
+from jukebox_tf.prior.config import get_preset as prior_preset, with_lyrics
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
 from jukebox_tf.sampling import filters, modes, outputs, windowed
 from jukebox_tf.sampling.sampler import sample_window
@@ -144,9 +146,6 @@ def test_xla_compiled_loop_matches_greedy(stand_in, prime):
 
 def test_real_top_prior_with_labels_and_lyrics():
     """The contract as prior.py implements it: cached == naive with the same seed."""
-    prior_lib = pytest.importorskip("jukebox_tf.prior.prior")
-    from jukebox_tf.prior.config import get_preset as prior_preset, with_lyrics
-
     config = with_lyrics(prior_preset("tiny", l_bins=V, labels=True, artist_bins=8,
                                       genre_bins=8, sample_rate=22050, max_duration=10.0),
                          n_tokens=8)
@@ -159,6 +158,48 @@ def test_real_top_prior_with_labels_and_lyrics():
     settings = dict(seed=2, temperature=1.0, top_k=8)
     np.testing.assert_array_equal(sample_window(*args, chunk_size=4, **settings),
                                   sample_window(*args, naive=True, **settings))
+
+
+class StepRecorder:
+    """A prior seen through the sampling contract, recording the lengths `step` is traced with;
+    one_pass=False hides its `prime` (the sampler then steps over the prime in chunks)."""
+
+    def __init__(self, prior, one_pass: bool):
+        self.prior, self.config, self.step_lengths = prior, prior.config, set()
+        self.conditioning, self.init_cache = prior.conditioning, prior.init_cache
+        if one_pass:
+            self.prime = prior.prime
+
+    def step(self, prev_tokens, position, cache, cond):
+        self.step_lengths.add(prev_tokens.shape[1])
+        return self.prior.step(prev_tokens, position, cache, cond)
+
+
+def test_one_pass_prime_samples_what_chunked_priming_samples():
+    """A real prior (timing, lyrics: every conditioning a prime position gets) primed in one
+    forward pass draws the tokens that chunked priming draws, for primes of any length, with
+    and without XLA; the prior then sees only one-token steps."""
+    config = with_lyrics(prior_preset("tiny", l_bins=V, labels=True, artist_bins=8,
+                                      genre_bins=8, sample_rate=22050, max_duration=10.0),
+                         n_tokens=8)
+    prior = prior_lib.build_prior(config)
+    rng = np.random.default_rng(3)
+    for v in prior.weights:  # far from the initialisation: every prime token matters
+        v.assign(rng.normal(0.0, 0.15, v.shape).astype(np.float32))
+    labels = np.stack([make_labels(22050, 0, 0, a, [1], config.max_genre_words) for a in (1, 2)])
+    chars = rng.integers(1, 80, (2, 8)).astype(np.int32)
+    cond = prior.conditioning({"labels": labels, "lyrics": chars})
+    prime = rng.integers(0, V, (2, 61)).astype(np.int32)
+    one_pass, chunked = StepRecorder(prior, True), StepRecorder(prior, False)
+    for jit_compile in (False, True):
+        for length in (0, 1, 13, 40, 61):
+            n_new = min(6, 64 - length)
+            args = (cond, prime[:, :length], n_new)
+            settings = dict(seed=2, temperature=1.0, top_k=8, chunk_size=5,
+                            jit_compile=jit_compile)
+            got = sample_window(one_pass, *args, **settings)
+            np.testing.assert_array_equal(got, sample_window(chunked, *args, **settings))
+    assert one_pass.step_lengths == {1} and chunked.step_lengths == {1, 5}
 
 
 # --- windowed sampling -------------------------------------------------------------------------

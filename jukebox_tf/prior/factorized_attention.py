@@ -17,6 +17,9 @@ row block_ctx and previous-block 2 * block_ctx (ring buffers, slot = position % 
 prime prime_attn_len, cross-attention the encoder's length (its keys, projected once by
 `init_cache`). A chunk x of L tokens attends to concat(cache, chunk) with a mask derived from
 the absolute position each slot holds, so one code path serves steps and chunks of any length.
+A long prime instead goes through `call(x, cache=..., prime_length=P)`: the training forward
+over positions [0, time), whose keys and values of [0, P) are then written into the cache once,
+rather than chunks that each attend to (and rewrite) the whole cache.
 """
 
 from __future__ import annotations
@@ -328,8 +331,10 @@ class FactorizedAttention(keras.layers.Layer):
         return slots
 
     def _write(self, cache, key, value, start, length):
-        """The cache with the chunk's keys and values [batch, length, n_state] written."""
-        if length == 1 and self.attn_kind != PRIME:
+        """The cache with the keys and values of positions [start, start + length) written:
+        key, value [batch, >= max(length, 1), n_state] from position `start` on (rows past
+        `length` are ignored). length: an int, or an int scalar tensor (then any length >= 0)."""
+        if isinstance(length, int) and length == 1 and self.attn_kind != PRIME:
             slot = self._slot(start)
 
             def update(old, new):
@@ -339,10 +344,11 @@ class FactorizedAttention(keras.layers.Layer):
             # longer than a ring buffer overwrites slots; prime attention keeps only the prefix).
             positions = self._slot_positions(start + length)
             take = ((positions >= start) & (positions < start + length))[None, :, None]
-            source = tf.clip_by_value(positions - start, 0, length - 1)
+            # Clipped so that the gather stays in range where nothing is taken (length 0 too).
+            source = tf.clip_by_value(positions - start, 0, tf.maximum(length - 1, 0))
 
             def update(old, new):
-                return tf.where(take, tf.gather(new, source, axis=1), old)
+                return tf.where(take, tf.cast(tf.gather(new, source, axis=1), old.dtype), old)
         return {"key": update(cache["key"], key), "value": update(cache["value"], value)}
 
     def _attend_cached(self, q, key, value, cache, position, training):
@@ -415,23 +421,38 @@ class FactorizedAttention(keras.layers.Layer):
         zeros = tf.zeros([batch_size, self.cache_len, self.n_state], dtype)
         return {"key": zeros, "value": zeros}
 
-    def call(self, x, encoder_kv=None, cache=None, position=None, training=None):
+    def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
+             training=None):
         """x [batch, time, width] -> y [batch, time, width].
 
         With `cache` (from init_cache or a previous call), x holds the tokens at positions
         [position, position + time) (position: int scalar tensor) and (y, new_cache) is
         returned; cross-attention then reads the cache, not encoder_kv.
+
+        With `cache` and `prime_length` (int scalar, tensor or not) instead of `position`, x
+        holds positions [0, time) (a length the training forward takes: whole blocks for the
+        blocked kinds) and y is the training forward's; new_cache is `cache` (empty: fresh
+        from init_cache) with the keys and values of positions [0, prime_length) written. The
+        positions from prime_length on may be padding: no position before them sees them.
         """
+        if prime_length is not None and (cache is None or position is not None):
+            raise ValueError("priming (prime_length) needs a cache and no position: it fills "
+                             "positions [0, prime_length)")
         h = self.c_attn(x)
         if self.attn_kind == CROSS:
             query, key, value = h, None, None
         else:
             query, key, value = tf.split(h, 3, axis=-1)
         q = self._split_heads(query) * (1.0 / math.sqrt(self.head_dim))
-        new_cache = None
-        if cache is None:
+        new_cache = cache
+        if cache is None or prime_length is not None:
             if self.attn_kind == CROSS:
-                key, value = self._encoder_kv(encoder_kv)
+                # Priming reads the encoder keys the cache holds; it writes nothing.
+                key, value = (self._encoder_kv(encoder_kv) if cache is None
+                              else (cache["key"], cache["value"]))
+            elif cache is not None:  # a tensor: `_write`'s one-slot path takes one key only
+                new_cache = self._write(cache, key, value, 0,
+                                        tf.convert_to_tensor(prime_length, tf.int32))
             out = self._attend_full(q, self._split_heads(key), self._split_heads(value),
                                     training)
         else:

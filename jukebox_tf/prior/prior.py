@@ -10,6 +10,7 @@ Sampling (jukebox_tf/sampling) drives the same weights one chunk of positions at
 
     cond = prior.conditioning({"labels": y, "lyrics": chars})   # or {"labels", "upper_codes"}
     cache = prior.init_cache(batch_size, cond)
+    cache = prior.prime(prev_tokens, length, cache, cond)      # optional: positions [0, length)
     logits, cache = prior.step(prev_tokens, position, cache, cond)
 
 Inputs (int32 unless noted), as the original's SimplePrior:
@@ -291,9 +292,10 @@ class Prior(keras.Model):
 
     # -- forward -----------------------------------------------------------------------------
 
-    def _forward(self, prev_tokens, position, cond: dict, cache=None, training=None):
-        """Logits float32 [B, L, l_bins] of positions [position, position + L) from the tokens
-        before them (prev_tokens [B, L]); with a cache also the new cache."""
+    def _embed(self, prev_tokens, position, cond: dict, training=None):
+        """(The transformer's input [B, L, W] at positions [position, position + L) from the
+        tokens before them (prev_tokens [B, L]), the per-position conditioning there
+        [B, L, W] or None)."""
         length = _static_length(prev_tokens)
         x = self.embedding(prev_tokens, position=position, start=cond["start"],
                            training=training)
@@ -302,6 +304,12 @@ class Prior(keras.Model):
             x_cond = tf.slice(tf.cast(x_cond, x.dtype), tf.stack([0, position, 0]),
                               tf.stack([-1, length, -1]))
             x = x + x_cond
+        return x, x_cond
+
+    def _forward(self, prev_tokens, position, cond: dict, cache=None, training=None):
+        """Logits float32 [B, L, l_bins] of positions [position, position + L) from the tokens
+        before them (prev_tokens [B, L]); with a cache also the new cache."""
+        x, x_cond = self._embed(prev_tokens, position, cond, training)
         h = self.transformer(x, encoder_kv=cond.get("encoder_kv"), cache=cache,
                              position=position, training=training)
         if cache is not None:
@@ -381,20 +389,49 @@ class Prior(keras.Model):
         return self._forward(tf.cast(prev_tokens, tf.int32), tf.cast(position, tf.int32),
                              cond, cache, training=False)
 
+    def prime(self, prev_tokens, length, cache: dict, cond: dict) -> dict:
+        """The cache with positions [0, length) written, as `step` over them would leave it,
+        by one uncached forward pass: the training forward (blocked attention: O(T * block_ctx)
+        per row or previous-block layer, O(T * blocks) per column layer; no logits) and one
+        cache write per layer, where chunks of `step` would each attend to and rewrite the
+        whole cache (n_ctx slots for dense and column layers).
+
+        prev_tokens int32 [B, T] (T static, <= n_ctx): `step`'s inputs from position 0;
+        those at positions >= length are never read (attention is causal). length: int32
+        scalar, 0 <= length <= T. cache: fresh from init_cache. Outside XLA the pass covers
+        `length` rounded up to whole blocks; under XLA (static shapes) all T positions, so a
+        short prime costs a whole window's forward there: less than compiling passes of
+        other lengths would cost (seconds, against tens of milliseconds for the small prior).
+        """
+        if isinstance(length, int) and not 0 <= length <= prev_tokens.shape[1]:
+            raise ValueError(f"prime length {length} is not in [0, {prev_tokens.shape[1]}]")
+        x, _ = self._embed(self._whole_blocks(prev_tokens, length), 0, cond, training=False)
+        return self.transformer(x, cache=cache, prime_length=length, training=False)[1]
+
+    def _whole_blocks(self, prev_tokens, length=None):
+        """prev_tokens [B, T] (T static, <= n_ctx) padded with zeros to whole blocks, the
+        length the blocked attention layers take; with `length` (outside XLA, where shapes
+        may be dynamic) cut to the blocks that hold positions [0, length), at least one (the
+        cache write gathers from them)."""
+        prev_tokens = tf.cast(prev_tokens, tf.int32)
+        total = prev_tokens.shape[1]
+        if total is None or total > self.config.n_ctx:
+            raise ValueError(f"need a static number of positions <= n_ctx="
+                             f"{self.config.n_ctx}, got {total}")
+        block = self.config.block_ctx or 1
+        prev_tokens = tf.pad(prev_tokens, [[0, 0], [0, -total % block]])
+        if length is None or in_xla_context():
+            return prev_tokens
+        blocks = tf.maximum((tf.cast(length, tf.int32) + block - 1) // block, 1)
+        return prev_tokens[:, :blocks * block]
+
     def forward_logits(self, prev_tokens, cond: dict):
         """Logits float32 [B, T, l_bins] of positions [0, T) (T <= n_ctx, static) by one
         uncached forward pass: the training forward (blocked attention, no cache), padded to
         whole blocks. The naive sampler's reference for `step`; costs O(T * block_ctx) per
         layer where step chunks over an empty cache would build [T, cache_len + T] logits."""
-        prev_tokens = tf.cast(prev_tokens, tf.int32)
-        length = prev_tokens.shape[1]
-        if length is None:
-            raise ValueError("forward_logits needs a static number of positions")
-        block = self.config.block_ctx or 1
-        pad = -length % block
-        if pad:
-            prev_tokens = tf.pad(prev_tokens, [[0, 0], [0, pad]])
-        logits, _ = self._forward(prev_tokens, 0, cond, training=False)
+        length = _static_length(prev_tokens)
+        logits, _ = self._forward(self._whole_blocks(prev_tokens), 0, cond, training=False)
         return logits[:, :length]
 
     def get_config(self):

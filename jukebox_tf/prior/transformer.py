@@ -3,7 +3,8 @@
 Shapes: [batch, time, width]. Each block computes a = attn(LN(x)); m = mlp(LN(x + a));
 h = x + a + m (x + res_scale * (a + m) with res_scale). The attention kind of block d comes
 from `attn_order` (see config.attn_kinds). Sampling threads a cache dict
-{"block_<d>": {"key", "value"}} through every block (see factorized_attention).
+{"block_<d>": {"key", "value"}} through every block (see factorized_attention), and primes it
+with one training forward (`prime_length`).
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ class ResAttnBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x, encoder_kv=None, cache=None, position=None, training=None):
+    def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
+             training=None):
         """x [batch, time, width] -> h; with a cache, (h, new_cache) (see FactorizedAttention)."""
         a = self.attn(self.ln_0(x), encoder_kv=encoder_kv, cache=cache, position=position,
-                      training=training)
+                      prime_length=prime_length, training=training)
         if cache is not None:
             a, cache = a
         m = self.mlp(self.ln_1(x + a), training=training)
@@ -187,12 +189,16 @@ class Transformer(keras.layers.Layer):
         return tf.recompute_grad(
             lambda h, e: block(h, encoder_kv=e, training=training))(x, encoder_kv)
 
-    def call(self, x, encoder_kv=None, cache=None, position=None, training=None):
+    def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
+             training=None):
         """x [batch, time, width] -> h [batch, time, width].
 
         With `cache` (from init_cache or a previous call), x holds positions
         [position, position + time) and (h, new_cache) is returned; cross-attention blocks
-        then read the encoder keys/values that init_cache projected.
+        then read the encoder keys/values that init_cache projected. With `cache` and
+        `prime_length` instead of `position`: the training forward over positions [0, time)
+        (whole blocks; those from prime_length on may be padding), which fills the empty
+        cache with positions [0, prime_length) (FactorizedAttention.call).
         """
         if cache is None:
             for block in self.res_blocks:
@@ -202,7 +208,8 @@ class Transformer(keras.layers.Layer):
         new_cache = {}
         for d, block in enumerate(self.res_blocks):
             key = f"block_{d}"
-            x, new_cache[key] = block(x, cache=cache[key], position=position, training=training)
+            x, new_cache[key] = block(x, cache=cache[key], position=position,
+                                      prime_length=prime_length, training=training)
         return x, new_cache
 
     def get_config(self):

@@ -11,6 +11,9 @@ A prior (TopLevelPrior, Upsampler, or a test stand-in) offers:
 - `step(prev_tokens int32 [B, L], position, cache, cond) -> (logits float32 [B, L, l_bins],
   cache)`: prev_tokens[:, i] is the code at position + i - 1 (ignored at position 0, where the
   start token is used); logits[:, i] is the distribution of the code at position + i.
+- optional `prime(prev_tokens int32 [B, T], length, cache, cond) -> cache`: the fresh cache
+  with positions [0, length) of `step`'s inputs written, as `step` over them would leave it
+  (the sampler's one-pass priming; without it the sampler steps over the prime in chunks).
 - optional `forward_logits(prev_tokens int32 [B, T], cond) -> logits float32 [B, T, l_bins]`:
   positions [0, T) by one uncached forward pass (the naive sampler's reference; without it
   the naive sampler runs `step` over all T positions from a fresh cache).
@@ -83,6 +86,11 @@ def timing_sample_rate(prior) -> int | None:
         return None
     rate = getattr(prior.config, "sample_rate", None)
     return None if rate is None else int(rate)
+
+
+def one_pass_prime(prior):
+    """The prior's `prime(prev_tokens, length, cache, cond) -> cache`, or None."""
+    return getattr(prior, "prime", None)
 
 
 def forward_logits(prior, prev_tokens, cond):

@@ -1,9 +1,10 @@
 """Sampling one window of a prior: prime the key/value cache, then draw tokens one at a time.
 
-The whole window is one `tf.function` (optionally XLA-compiled): the prime goes through
-`prior.step` in whole chunks inside a `tf.while_loop`, and the per-token loop is a second
-`tf.while_loop` (the rest of the prime, then the new tokens) whose state is the fixed-shape
-cache and the token buffer, so no Python runs per token. The samplers are kept per prior and settings, and prime length and
+The whole window is one `tf.function` (optionally XLA-compiled): the prime fills the cache in
+one blocked forward pass (`prior.prime`; a prior without it goes through `prior.step` in whole
+chunks inside a `tf.while_loop`), and the per-token loop is a `tf.while_loop` (the rest of the
+prime, then the new tokens) whose state is the fixed-shape cache and the token buffer, so no
+Python runs per token. The samplers are kept per prior and settings, and prime length and
 token count are tensors, so a whole windowed run traces (and compiles) once per batch size.
 
     tokens = sample_window(prior, cond, prime, n_new=512, temperature=0.99, seed=0)
@@ -30,7 +31,7 @@ class SamplerSettings:
     temperature: float = 1.0  # 0 = greedy
     top_k: int = 0
     top_p: float = 0.0
-    chunk_size: int = 32  # prime positions per step call
+    chunk_size: int = 32  # prime positions per step call (priors without a one-pass prime)
     jit_compile: bool = False
 
     def __post_init__(self):
@@ -87,18 +88,30 @@ class WindowSampler:
 
         return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
 
+    def _prime(self, cond, inputs, cache, length):
+        """(The cache with step inputs [0, length) of inputs int32 [B, n_ctx] fed, or those of
+        whole chunks of them; the first position still to step.)"""
+        prime = prior_api.one_pass_prime(self.prior)
+        if prime is not None:
+            # Skipped for an empty prime (an unprimed first window): under XLA the pass
+            # covers the whole window whatever the prime's length.
+            cache = tf.cond(length > 0, lambda: prime(inputs, length, cache, cond),
+                            lambda: cache)
+            return cache, length
+        # Whole chunks; the rest of the prime then goes through the per-token loop, whose copy
+        # of the model the graph has anyway (tracing and XLA compilation stay short), with
+        # static step shapes for any prime length.
+        chunk = min(self.settings.chunk_size, inputs.shape[1])
+        whole = length // chunk * chunk
+        return self._step_over(cond, inputs, cache, tf.constant(0), whole, chunk), whole
+
     def _generate(self, cond, tokens, length, n_new, key):
         """tokens int32 [B, n_ctx]: the prime in [0, length), then anything -> the buffer with
         n_new sampled tokens written at [length, length + n_new)."""
-        batch, ctx = tokens.shape
-        chunk = min(self.settings.chunk_size, ctx)
-        cache = self.prior.init_cache(batch, cond)
-        inputs = _shifted(tokens)
-        # Whole chunks of the prime, then one position at a time: the rest of the prime and the
-        # new tokens share one loop (and one copy of the model in the graph, which keeps tracing
-        # and XLA compilation short); static step shapes for any prime length.
-        whole = length // chunk * chunk
-        cache = self._step_over(cond, inputs, cache, tf.constant(0), whole, chunk)
+        cache = self.prior.init_cache(tokens.shape[0], cond)
+        # The per-token loop goes on from `start` <= length: it always feeds the prime's last
+        # token (at position `length`, whose logits draw the first new token).
+        cache, start = self._prime(cond, _shifted(tokens), cache, length)
 
         def body(position, cache, tokens):
             last = tf.gather(tokens, tf.maximum(position - 1, 0), axis=1)  # unused at 0
@@ -110,7 +123,7 @@ class WindowSampler:
 
         stop = length + n_new
         return tf.while_loop(lambda position, *_: position < stop, body,
-                             (whole, cache, tokens))[2]
+                             (start, cache, tokens))[2]
 
     def _generate_naive(self, cond, prime, key, n_new: int):
         batch, length = prime.shape
