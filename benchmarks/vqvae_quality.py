@@ -2,6 +2,7 @@
 
     python benchmarks/vqvae_quality.py --json PATH [--music DIR] [--minutes 30]
                                        [--preset small] [--run RUN_DIR] [--evaluate-only]
+                                       [--mixed-precision bfloat16]
 
 Without --music it uses Debian's asc-music and drascula-music (fetched as benchmarks/ingest.py
 does). The last two tracks in path order are held out; the rest are ingested at the preset's
@@ -44,6 +45,8 @@ def main() -> int:
     parser.add_argument("--run", help="run directory (default: a temp folder)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training; score the existing --run")
+    parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
+                        help="train-vqvae's mixed-precision option (scoring runs in float32)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
                         help="score the EMA weights (what reconstruct/encode use) or the raw ones")
     args = parser.parse_args()
@@ -77,7 +80,9 @@ def main() -> int:
         start = time.time()
         proc = subprocess.Popen(python + ["train-vqvae", "--data", data, "--preset", args.preset,
                                           "--steps", "10000000", "--out", run,
-                                          "--checkpoint-every", "200", "--quiet"])
+                                          "--checkpoint-every", "200", "--quiet"]
+                                + (["--mixed-precision", args.mixed_precision]
+                                   if args.mixed_precision else []))
         try:
             proc.wait(timeout=args.minutes * 60)
         except subprocess.TimeoutExpired:
@@ -104,6 +109,7 @@ def main() -> int:
             f"{k} {scores[k]:.2f} dB ({used[k]}/{model.config.l_bins} codes)" for k in scores),
             flush=True)
     result = {"preset": args.preset, "minutes": args.minutes, "weights": args.weights,
+              "mixed_precision": args.mixed_precision,
               "trained_seconds": trained_seconds,
               "checkpoint_step": ckpt, "held_out": held_out,
               "training_tracks": len(training), "run": run, "levels": per_level}

@@ -3,8 +3,8 @@
 `tf.while_loop`s, and temperature, top-k, top-p, seed, lengths and batch size are tensors.
 
 It draws the same tokens as the library (sampling/windowed.py `sample_level` driving
-sampler.py's cached window loop, uncompiled) for the same inputs: the same prime chunking,
-the same Gumbel noise keys per row (`row_keys(seeds, level, window start)`, folded with the
+sampler.py's cached window loop, uncompiled) for the same inputs: the same priming (one
+blocked forward pass, `prior.prime`), the same Gumbel noise keys per row (`row_keys(seeds, level, window start)`, folded with the
 position) and the same logit filters (filters.py), here with one setting per row:
 
     codes = sample_level_graph(prior, level, total_tokens, hop_lengths, labels, settings,
@@ -109,21 +109,25 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
     step = step or prior.step
     ctx = tokens.shape[1]
     batch = tf.shape(tokens)[0]
-    chunk = min(chunk_size, ctx)
     cache = prior.init_cache(batch, cond)
     inputs = _shifted(tokens)
 
-    def step_over(cache, start, stop, size):
-        def body(position, cache):
-            piece = tf.slice(inputs, tf.stack([0, position]), [-1, size])
-            _, cache = step(piece, position, cache, cond)
-            return position + size, cache
+    prime = prior_api.one_pass_prime(prior)
+    if prime is not None:
+        cache = tf.cond(length > 0, lambda: prime(inputs, length, cache, cond), lambda: cache)
+    else:
+        def step_over(cache, start, stop, size):
+            def body(position, cache):
+                piece = tf.slice(inputs, tf.stack([0, position]), [-1, size])
+                _, cache = step(piece, position, cache, cond)
+                return position + size, cache
 
-        return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
+            return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
 
-    whole = length // chunk * chunk
-    cache = step_over(cache, tf.constant(0), whole, chunk)
-    cache = step_over(cache, whole, length, 1)
+        chunk = min(chunk_size, ctx)
+        whole = length // chunk * chunk
+        cache = step_over(cache, tf.constant(0), whole, chunk)
+        cache = step_over(cache, whole, length, 1)
     last = tf.gather(tokens, tf.maximum(length - 1, 0), axis=1)
     rows = tf.range(batch)
 
