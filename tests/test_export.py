@@ -693,6 +693,7 @@ def test_saved_model_cli_lists_the_signatures(client):
     for name in SIGNATURES + ["serving_default"]:
         assert f"signature_def['{name}']" in text
     # A few inputs, with their dtypes and shapes.
-    assert "inputs['sample_rate'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1)" in text
+    assert ("inputs['sample_rate'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1)"
+            in text)
     assert "inputs['prime'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1, -1)" in text
     assert "inputs['artist'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in text

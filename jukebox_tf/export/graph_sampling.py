@@ -4,8 +4,9 @@
 
 It draws the same tokens as the library (sampling/windowed.py `sample_level` driving
 sampler.py's cached window loop, uncompiled) for the same inputs: the same priming (one
-blocked forward pass, `prior.prime`), the same Gumbel noise keys per row (`row_keys(seeds, level, window start)`, folded with the
-position) and the same logit filters (filters.py), here with one setting per row:
+blocked forward pass, `prior.prime`), the same Gumbel noise keys per row
+(`row_keys(seeds, level, window start)`, folded with the position) and the same logit filters
+(filters.py), here with one setting per row:
 
     codes = sample_level_graph(prior, level, total_tokens, hop_lengths, labels, settings,
                                lyric_tokens=..., lyric_lengths=..., upper_codes=..., prime=...)
@@ -114,7 +115,7 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
 
     prime = prior_api.one_pass_prime(prior)
     if prime is not None:
-        cache = tf.cond(length > 0, lambda: prime(inputs, length, cache, cond), lambda: cache)
+        cache = prime(inputs, length, cache, cond)
     else:
         def step_over(cache, start, stop, size):
             def body(position, cache):

@@ -89,8 +89,19 @@ def timing_sample_rate(prior) -> int | None:
 
 
 def one_pass_prime(prior):
-    """The prior's `prime(prev_tokens, length, cache, cond) -> cache`, or None."""
-    return getattr(prior, "prime", None)
+    """The prior's `prime(prev_tokens, length, cache, cond) -> cache` in graph, skipped for an
+    empty prime (an unprimed first window: under XLA the pass covers the whole window whatever
+    the prime's length); None when the prior has no `prime`."""
+    prime = getattr(prior, "prime", None)
+    if prime is None:
+        return None
+    import tensorflow as tf
+
+    def prime_nonempty(prev_tokens, length, cache, cond):
+        return tf.cond(length > 0, lambda: prime(prev_tokens, length, cache, cond),
+                       lambda: cache)
+
+    return prime_nonempty
 
 
 def forward_logits(prior, prev_tokens, cond):

@@ -93,11 +93,7 @@ class WindowSampler:
         whole chunks of them; the first position still to step.)"""
         prime = prior_api.one_pass_prime(self.prior)
         if prime is not None:
-            # Skipped for an empty prime (an unprimed first window): under XLA the pass
-            # covers the whole window whatever the prime's length.
-            cache = tf.cond(length > 0, lambda: prime(inputs, length, cache, cond),
-                            lambda: cache)
-            return cache, length
+            return prime(inputs, length, cache, cond), length
         # Whole chunks; the rest of the prime then goes through the per-token loop, whose copy
         # of the model the graph has anyway (tracing and XLA compilation stay short), with
         # static step shapes for any prime length.
