@@ -31,11 +31,20 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def float32_copy(model, build):
-    """A model from `build()` (under the default float32 policy) holding `model`'s weights:
-    what `jukebox-tf encode`, `reconstruct` and `sample` restore from a run trained with mixed
-    precision, so inference is timed as they run it."""
-    copy = build()
+def precision_copy(model, build, precision: str = "float32"):
+    """A model from `build()` holding `model`'s weights and computing in `precision`
+    ("float32", or "bfloat16" under the mixed_bfloat16 policy): what `jukebox-tf encode`,
+    `reconstruct` and `sample` restore from a run (float32 unless given --precision), so that
+    inference is timed as they run it, whatever precision the timed training ran in."""
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(
+        "float32" if precision == "float32" else f"mixed_{precision}")
+    try:
+        copy = build()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

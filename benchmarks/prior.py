@@ -31,7 +31,7 @@ import platform
 import sys
 import time
 
-from bench_common import float32_copy, peak_rss_mb, timed, write_result
+from bench_common import peak_rss_mb, precision_copy, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -114,7 +114,7 @@ def main() -> int:
 
     # -- sampling: the cached compiled loop ------------------------------------------------
     # The trained-on weights (the time does not depend on them).
-    prior = float32_copy(model, lambda: build_prior(config)) if args.mixed_precision else model
+    prior = precision_copy(model, lambda: build_prior(config)) if args.mixed_precision else model
     n_new = args.new_tokens
     sampling = {}
     for b in (1, 4):

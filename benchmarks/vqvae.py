@@ -1,12 +1,14 @@
 """VQ-VAE speed and memory benchmark: train step, encode and decode throughput.
 
     python benchmarks/vqvae.py --preset small --json PATH [--quick] [--threads 2]
+                               [--mixed-precision bfloat16] [--precision bfloat16]
 
 Measures, on one process limited to `--threads` CPU threads (2 = the reference machine):
   * train_step_s_median: the compiled step `jukebox-tf train-vqvae` runs (forward, losses,
     codebook EMA, gradients, clipping, Adam, weight EMA) at batch 4 x 32768 samples;
   * encode_audio_s_per_s: audio seconds encoded per wall second, all three levels at once,
-    and encode_level_audio_s_per_s / decode_level_audio_s_per_s per level (batch 1, 10 s clips);
+    and encode_level_audio_s_per_s / decode_level_audio_s_per_s per level (batch 1, 10 s clips),
+    in --precision (the CLI's encode/reconstruct option; float32 by default);
   * peak_rss_mb (VmHWM of this process) and params (trainable).
 Medians over repeats after one warm-up call; the first-call time (tracing) is reported apart.
 Reference figures of the original PyTorch implementation on the same machine kind are in
@@ -23,7 +25,7 @@ import platform
 import sys
 import time
 
-from bench_common import float32_copy, peak_rss_mb, timed, write_result
+from bench_common import peak_rss_mb, precision_copy, timed, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,8 +42,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sample-length", type=int, default=32768)
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                        help="the training loop's mixed-precision option (encode and decode "
-                             "run in float32, as the CLI restores a run)")
+                        help="the training loop's mixed-precision option")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="encode and decode precision (`jukebox-tf encode/reconstruct "
+                             "--precision`), whatever the training ran in")
     args = parser.parse_args()
 
     import numpy as np
@@ -74,8 +78,8 @@ def main() -> int:
     print(f"train step: {step_s:.3f} s median ({args.batch_size} x {args.sample_length}), "
           f"first call {first_step:.1f} s", flush=True)
 
-    if args.mixed_precision:
-        model = float32_copy(model, lambda: build_vqvae(config))
+    if args.mixed_precision or args.precision != "float32":
+        model = precision_copy(model, lambda: build_vqvae(config), args.precision)
     clip_s = 4.0 if args.quick else 10.0
     top = config.hop_lengths[-1]
     length = int(clip_s * config.sample_rate) // top * top
@@ -95,7 +99,7 @@ def main() -> int:
     result = {
         "preset": args.preset, "threads": args.threads, "quick": args.quick,
         "batch_size": args.batch_size, "sample_length": args.sample_length,
-        "mixed_precision": args.mixed_precision,
+        "mixed_precision": args.mixed_precision, "precision": args.precision,
         "train_step_s_median": step_s, "train_step_first_call_s": first_step,
         "encode_audio_s_per_s": seconds / all_s,
         "encode_level_audio_s_per_s": encode_levels,

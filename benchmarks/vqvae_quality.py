@@ -2,7 +2,7 @@
 
     python benchmarks/vqvae_quality.py --json PATH [--music DIR] [--minutes 30]
                                        [--preset small] [--run RUN_DIR] [--evaluate-only]
-                                       [--mixed-precision bfloat16]
+                                       [--mixed-precision bfloat16] [--precision bfloat16]
 
 Without --music it uses Debian's asc-music and drascula-music (fetched as benchmarks/ingest.py
 does). The last two tracks in path order are held out; the rest are ingested at the preset's
@@ -46,7 +46,9 @@ def main() -> int:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training; score the existing --run")
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
-                        help="train-vqvae's mixed-precision option (scoring runs in float32)")
+                        help="train-vqvae's mixed-precision option")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="the precision scoring reconstructs in (reconstruct's --precision)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
                         help="score the EMA weights (what reconstruct/encode use) or the raw ones")
     args = parser.parse_args()
@@ -93,7 +95,7 @@ def main() -> int:
     from jukebox_tf.vqvae.reconstruct import reconstruct_file
     from jukebox_tf.vqvae.task import load_vqvae_run
 
-    model = load_vqvae_run(run, use_ema=args.weights == "ema")
+    model = load_vqvae_run(run, use_ema=args.weights == "ema", precision=args.precision)
     ckpt = tf_latest_step(run)
     per_level = []
     for level in range(model.config.levels):
@@ -109,7 +111,7 @@ def main() -> int:
             f"{k} {scores[k]:.2f} dB ({used[k]}/{model.config.l_bins} codes)" for k in scores),
             flush=True)
     result = {"preset": args.preset, "minutes": args.minutes, "weights": args.weights,
-              "mixed_precision": args.mixed_precision,
+              "mixed_precision": args.mixed_precision, "precision": args.precision,
               "trained_seconds": trained_seconds,
               "checkpoint_step": ckpt, "held_out": held_out,
               "training_tracks": len(training), "run": run, "levels": per_level}

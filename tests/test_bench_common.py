@@ -4,6 +4,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 # Loaded by path: putting benchmarks/ on sys.path would let benchmarks/serving.py shadow the
 # `serving` package for every test module collected after this one.
 _SPEC = importlib.util.spec_from_file_location(
@@ -29,7 +31,9 @@ def test_result_records_steal_and_warns_when_high(tmp_path, monkeypatch, capsys)
     assert "took 40% of the CPU" in capsys.readouterr().out
 
 
-def test_float32_copy_holds_the_mixed_precision_weights():
+@pytest.mark.parametrize("trained,inference", [("mixed_bfloat16", "float32"),
+                                                ("float32", "bfloat16")])
+def test_precision_copy_holds_the_weights_and_computes_in_the_precision(trained, inference):
     import keras
     import numpy as np
 
@@ -37,13 +41,14 @@ def test_float32_copy_holds_the_mixed_precision_weights():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
 
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    keras.mixed_precision.set_dtype_policy(trained)
     try:
-        mixed = build()
+        model = build()
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
-    copy = bench_common.float32_copy(mixed, build)
-    assert mixed.layers[0].compute_dtype == "bfloat16"
-    assert copy.layers[0].compute_dtype == "float32"
-    for a, b in zip(mixed.get_weights(), copy.get_weights()):
+    copy = bench_common.precision_copy(model, build, inference)
+    assert keras.mixed_precision.dtype_policy().name == previous.name
+    assert model.layers[0].compute_dtype == trained.replace("mixed_", "")
+    assert copy.layers[0].compute_dtype == inference
+    for a, b in zip(model.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -222,6 +222,20 @@ def test_ema_equals_numpy_ema_of_the_weight_trajectory(tmp_path):
     assert max(np.max(np.abs(e - w)) for e, w in zip(ema, final)) > 1e-3
 
 
+def test_restore_for_eval_builds_in_the_precision_asked_for(tmp_path):
+    task = Regression(hidden=3)
+    train(task, config(steps=2), str(tmp_path), progress=False)
+    full = restore_for_eval(task, str(tmp_path), use_ema=False)
+    half = restore_for_eval(task, str(tmp_path), use_ema=False, precision="bfloat16")
+    assert {layer.compute_dtype for layer in half.layers} == {"bfloat16"}
+    assert {layer.compute_dtype for layer in full.layers} == {"float32"}
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # put back
+    for a, b in zip(weights(full), weights(half)):
+        np.testing.assert_array_equal(a, b)  # float32 weights either way
+    with pytest.raises(JukeboxError, match="precision: 'float16' is not one of"):
+        restore_for_eval(task, str(tmp_path), precision="float16")
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     # Constant-after-warmup schedule: the same whatever `steps` is, so N steps then a resume
     # to 2N must equal 2N straight, down to Adam's moments, the EMA and the step counters.

@@ -33,6 +33,9 @@ def test_nearest_code_matches_brute_force():
     np.testing.assert_array_equal(codes.numpy(), dist.argmin(1))
     np.testing.assert_allclose(fit.numpy(), dist.min(1).mean(), rtol=1e-5)
     np.testing.assert_array_equal(b.dequantise(codes).numpy(), k[dist.argmin(1)])
+    # The scores it ranks by: |x - E_k|^2 = |x|^2 - 2 score_k.
+    np.testing.assert_allclose(b.scores(tf.constant(x)).numpy(),
+                               ((x * x).sum(1)[:, None] - dist) / 2, rtol=1e-4, atol=1e-4)
 
 
 def test_ema_update_and_restart_rule_match_numpy():

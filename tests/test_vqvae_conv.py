@@ -70,6 +70,40 @@ def test_conv1d_transpose_matches_keras():
     assert ours(x).shape == (2, 128, 3)
 
 
+@pytest.mark.parametrize("stride,kernel", [(2, 4), (3, 6), (2, 3)])
+def test_conv1d_transpose_matches_tf_forward_and_backward(stride, kernel):
+    # kernel == 2 * stride runs as a forward conv over phases (_phase_kernel); others as
+    # tf's transposed conv.
+    rng = np.random.RandomState(stride + kernel)
+    x = tf.constant(rng.randn(2, 40, 5).astype(np.float32))
+    layer = Conv1DTranspose(3, kernel, strides=stride)
+    layer.build(x.shape)
+    layer.bias.assign(rng.randn(3).astype(np.float32))
+    w = tf.constant(rng.randn(2, 40 * stride, 3).astype(np.float32))
+    results = []
+    for fn in (layer, lambda x: tf.nn.conv1d_transpose(
+            x, layer.kernel, [2, 40 * stride, 3], stride, "SAME") + layer.bias):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * w)
+        results.append([y] + tape.gradient(loss, [x, layer.kernel.value, layer.bias.value]))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [Conv1D(6, 3, dilation_rate=9), Conv1D(6, 4, strides=2),
+                                   Conv1D(6, 1), Conv1DTranspose(6, 4, strides=2)],
+                         ids=["dilated", "strided", "1x1", "transposed"])
+def test_time_as_width_inputs_give_the_3d_result(layer):
+    # Encoders and decoders run their layers on [B, 1, T, C] at inference (conv.py).
+    x = tf.constant(np.random.RandomState(1).randn(2, 64, 4).astype(np.float32))
+    flat = layer(x)
+    wide = layer(tf.expand_dims(x, 1))
+    assert wide.shape == (2, 1) + tuple(flat.shape[1:])
+    np.testing.assert_allclose(wide[:, 0].numpy(), flat.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_config_round_trip():
     layer = Conv1D(8, 3, dilation_rate=3, name="c")
     assert Conv1D.from_config(layer.get_config()).get_config() == layer.get_config()

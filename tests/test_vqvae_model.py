@@ -124,3 +124,25 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_losses(tiny):
         ref = tiny.decode(codes, level).numpy()
         np.testing.assert_allclose(tf.cast(mixed.decode(codes, level), tf.float32).numpy(), ref,
                                    atol=0.03 * np.abs(ref).max())
+
+
+def test_inference_runs_time_as_width_and_equals_the_training_forward(tiny):
+    # Inference runs encoders and decoders 4-D (fused conv, bias and ReLU; max(x, 0) for the
+    # residual ReLUs), training 3-D: the two graphs must compute the same function.
+    x = tf.constant(np.random.RandomState(3).randn(2, 2048, 1).astype(np.float32) * 0.1)
+    for level in range(3):
+        inference = tf.function(lambda x: tiny.encoders[level](x))
+        training = tf.function(lambda x: tiny.encoders[level](x, training=True))
+        def relu_inputs(fn):
+            return {op.inputs[0].op.type for op in fn.get_concrete_function(x).graph
+                    .get_operations() if op.type == "Relu"}
+
+        # Every inference ReLU reads a 4-D conv's BiasAdd (what grappler fuses); in training
+        # they read squeezed conv outputs and residual sums.
+        assert relu_inputs(inference) == {"BiasAdd"}
+        assert relu_inputs(training) == {"Squeeze", "AddV2"}
+        z_inf, z_train = inference(x), training(x)
+        np.testing.assert_allclose(z_inf.numpy(), z_train.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tiny.decoders[level](z_inf).numpy(),
+                                   tiny.decoders[level](z_inf, training=True).numpy(),
+                                   rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -115,6 +116,24 @@ def test_cli_train_resume_reconstruct_encode(demo_dataset, tmp_path, cli):
     assert len(np.unique(np.concatenate([item["codes_l0"] for item in items]))) > 4
     artists = {item["track_id"].decode().split("/")[0]: item["artist_id"] for item in items}
     assert len(set(artists.values())) == 2 and 0 not in artists.values()
+
+    # bfloat16 inference: the same codes but where bfloat16's rounding tips a near tie, and
+    # a reconstruction as close to the input.
+    cli("encode", "--run", run, "--data", data, "--out", tmp_path / "codes_bf16", "--quiet",
+        "--precision", "bfloat16", check=True)
+    for full, half in zip(items, read_codes(str(tmp_path / "codes_bf16"))):
+        assert full["track_id"] == half["track_id"]
+        for level in range(3):
+            a, b = full[f"codes_l{level}"], half[f"codes_l{level}"]
+            assert a.shape == b.shape and np.mean(a == b) > 0.9, (level, np.mean(a == b))
+    out_bf16 = cli("reconstruct", "--run", run, track, "--level", "1", "-o",
+                   tmp_path / "rec_bf16.wav", "--precision", "bfloat16", check=True)
+    db = [float(re.search(r"spectral convergence (\S+) dB", o.stdout).group(1))
+          for o in (out, out_bf16)]
+    assert abs(db[0] - db[1]) < 0.5, db
+    bad = cli("encode", "--run", run, "--data", data, "--out", tmp_path / "x", "--precision",
+              "float16")
+    assert bad.returncode == 2 and "--precision" in bad.stderr
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from jukebox_tf.errors import JukeboxError
 
 DECAYS = ("linear", "cosine", "constant")
+# Compute precisions a restored model can run inference in (restore_for_eval's `precision`).
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)

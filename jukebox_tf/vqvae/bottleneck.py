@@ -1,7 +1,7 @@
 """The vector-quantisation bottleneck: a codebook updated by EMA, with random restarts.
 
 Per level, x [B, T, D] is flattened to N = B*T vectors and:
-  codes      = argmin_k |x|^2 - 2 x.E_k + |E_k|^2            int32 [B, T]
+  codes      = argmin_k |x|^2 - 2 x.E_k + |E_k|^2 = argmax_k x.E_k - |E_k|^2 / 2   int32 [B, T]
   training:    (first batch) E <- candidates drawn from x
                counts_k = #{n: code_n = k}, sums_k = sum of those x_n  (all-reduced over replicas)
                k_sum  <- mu k_sum  + (1 - mu) sums;  k_elem <- mu k_elem + (1 - mu) counts
@@ -80,16 +80,20 @@ class BottleneckBlock(keras.layers.Layer):
 
     # -- the pieces, each usable on its own (and tested against numpy) --
 
-    def distances(self, x):
-        """x [N, D] -> squared L2 distance to every code [N, K]."""
+    def scores(self, x):
+        """x [N, D] -> x.E_k - |E_k|^2 / 2 [N, K], one matmul of [x, 1] by [E, -|E|^2 / 2]:
+        |x - E_k|^2 = |x|^2 - 2 score_k: the nearest code scores highest, and ranking codes
+        takes no pass over [N, K] besides the matmul's."""
         k = tf.convert_to_tensor(self.k)
-        return (tf.reduce_sum(x * x, 1, keepdims=True) - 2.0 * tf.matmul(x, k, transpose_b=True)
-                + tf.reduce_sum(k * k, 1)[None, :])
+        x1 = tf.concat([x, tf.ones_like(x[:, :1])], 1)
+        k1 = tf.concat([k, -0.5 * tf.reduce_sum(k * k, 1, keepdims=True)], 1)
+        return tf.matmul(x1, k1, transpose_b=True)
 
     def quantise(self, x):
         """x [N, D] -> (codes int32 [N], mean distance to the nearest code)."""
-        d = self.distances(x)
-        return tf.argmin(d, axis=1, output_type=tf.int32), tf.reduce_mean(tf.reduce_min(d, 1))
+        scores = self.scores(x)
+        fit = tf.reduce_mean(tf.reduce_sum(x * x, 1) - 2.0 * tf.reduce_max(scores, 1))
+        return tf.argmax(scores, axis=1, output_type=tf.int32), fit
 
     def dequantise(self, codes):
         """codes int32 [...] -> vectors [..., D]."""

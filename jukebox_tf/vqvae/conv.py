@@ -1,9 +1,11 @@
 """Lean 1-D convolutions for the VQ-VAE: Keras layers over `tf.nn` ops.
 
 Same weights and 'same' padding as keras.layers.Conv1D / Conv1DTranspose (kernel
-[k, in, out], resp. [k, out, in], plus bias), but 14 graph ops per call instead of Keras 3's
-73 (its padding arithmetic), which made tracing the VQ-VAE's train step take minutes.
-Shapes: [batch, time, channels].
+[k, in, out], resp. [k, out, in], plus bias), but a dozen graph ops per call instead of Keras
+3's 73 (its padding arithmetic), which made tracing the VQ-VAE's train step take minutes.
+Shapes: [batch, time, channels], or [batch, 1, time, channels] ("time as width"): the VQ-VAE's
+encoders and decoders run 4-D, because grappler then fuses a conv with its bias and a following
+ReLU into one oneDNN op, where a 3-D conv1d's squeeze between them lets only the bias fuse.
 
 Dilated float32 convs get their filter gradient from `_dilated_filter_grad`: oneDNN's
 float32 backward-weights kernel for dilated 1-D convs with 32 channels took 60% of the VQ-VAE's
@@ -40,7 +42,8 @@ class _Conv(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class Conv1D(_Conv):
-    """'same'-padded conv: [B, T, I] -> [B, ceil(T / strides), filters]."""
+    """'same'-padded conv: [B, T, I] -> [B, ceil(T / strides), filters]; 4-D inputs
+    [B, 1, T, I] give [B, 1, ceil(T / strides), filters]."""
 
     def build(self, input_shape):
         self._add_params((self.kernel_size, input_shape[-1], self.filters))
@@ -52,12 +55,15 @@ class Conv1D(_Conv):
         return (input_shape[0], steps, self.filters)
 
     def call(self, x):
-        kernel = tf.cast(self.kernel, x.dtype)
+        if x.shape.rank == 3:
+            return tf.squeeze(self.call(tf.expand_dims(x, 1)), 1)
+        kernel = tf.cast(self.kernel, x.dtype)[None]
         if (self.dilation_rate > 1 and self.strides == 1 and self.kernel_size % 2
                 and x.dtype == tf.float32):
-            y = _dilated_conv1d(x, kernel, self.dilation_rate)
+            y = _dilated_conv(x, kernel, self.dilation_rate)
         else:
-            y = tf.nn.conv1d(x, kernel, self.strides, "SAME", dilations=self.dilation_rate)
+            y = tf.nn.conv2d(x, kernel, [1, 1, self.strides, 1], "SAME",
+                             dilations=[1, 1, self.dilation_rate, 1])
         return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
 
 
@@ -72,32 +78,37 @@ def _fold(x, dilation: int):
 
 def _dilated_filter_grad(x, grad, kernel_shape, dilation: int):
     """d(loss)/d(kernel) of a 'same' stride-1 dilated conv, as the undilated conv of the folded
-    input: kernel [k, I, O]."""
-    k, n_in, n_out = kernel_shape
+    input: x, grad [B, T, C]; kernel [1, k, I, O]."""
+    _, k, n_in, n_out = kernel_shape
     folded = tf.raw_ops.Conv2DBackpropFilter(
         input=_fold(x, dilation), filter_sizes=[k, 1, n_in, n_out],
         out_backprop=_fold(grad, dilation), strides=[1, 1, 1, 1], padding="SAME")
     return tf.reshape(folded, kernel_shape)
 
 
-def _dilated_conv1d(x, kernel, dilation: int):
-    """tf.nn.conv1d(x, kernel, 1, 'SAME', dilations=dilation) with a faster filter gradient."""
+def _dilated_conv(x, kernel, dilation: int):
+    """The 'same' stride-1 conv of x [B, 1, T, I] by kernel [1, k, I, O], dilated along T, with
+    a faster filter gradient."""
+    dilations = [1, 1, dilation, 1]
 
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(g):
-            grad_x = tf.nn.conv1d_transpose(g, kernel, tf.shape(x), 1, "SAME",
-                                            dilations=dilation)
-            return grad_x, _dilated_filter_grad(x, g, kernel.shape, dilation)
+            grad_x = tf.nn.conv2d_transpose(g, kernel, tf.shape(x), 1, "SAME",
+                                            dilations=dilations)
+            grad_kernel = _dilated_filter_grad(tf.squeeze(x, 1), tf.squeeze(g, 1), kernel.shape,
+                                               dilation)
+            return grad_x, grad_kernel
 
-        return tf.nn.conv1d(x, kernel, 1, "SAME", dilations=dilation), grad
+        return tf.nn.conv2d(x, kernel, 1, "SAME", dilations=dilations), grad
 
     return conv(x, kernel)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class Conv1DTranspose(_Conv):
-    """'same'-padded transposed conv: [B, T, I] -> [B, T * strides, filters]."""
+    """'same'-padded transposed conv: [B, T, I] -> [B, T * strides, filters]; 4-D inputs
+    [B, 1, T, I] give [B, 1, T * strides, filters]."""
 
     def build(self, input_shape):
         self._add_params((self.kernel_size, self.filters, input_shape[-1]))
@@ -108,8 +119,33 @@ class Conv1DTranspose(_Conv):
         return (input_shape[0], None if steps is None else steps * self.strides, self.filters)
 
     def call(self, x):
+        if x.shape.rank == 3:
+            return tf.squeeze(self.call(tf.expand_dims(x, 1)), 1)
+        kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
         shape = tf.shape(x)
-        out_shape = tf.stack([shape[0], shape[1] * self.strides, self.filters])
-        y = tf.nn.conv1d_transpose(x, tf.cast(self.kernel, x.dtype), out_shape, self.strides,
-                                   "SAME")
-        return tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
+        if self.kernel_size == 2 * self.strides:
+            y = tf.nn.conv2d(x, _phase_kernel(kernel, self.strides)[None], 1, "SAME")
+            y = tf.nn.bias_add(y, tf.tile(bias, [self.strides]))
+            return tf.reshape(y, [shape[0], 1, shape[2] * self.strides, self.filters])
+        out_shape = tf.stack([shape[0], 1, shape[2] * self.strides, self.filters])
+        y = tf.nn.conv2d_transpose(x, kernel[None], out_shape, [1, 1, self.strides, 1], "SAME")
+        return tf.nn.bias_add(y, bias)
+
+
+def _phase_kernel(kernel, stride: int):
+    """The k=3 conv kernel [3, I, stride * O] equal to a 'same' transposed conv of kernel
+    [2 * stride, O, I]: output phase p (sample stride*t + p, channels p*O .. p*O + O-1) reads
+    inputs t-1, t, t+1 through taps p + stride//2 - stride*d, d = -1, 0, 1 (those in range).
+
+    As a forward conv, the bias fuses into it and oneDNN's forward kernels run it; the
+    transposed conv took 2-3x longer (decoders end in one at the full sample rate)."""
+    n_out, n_in = kernel.shape[1], kernel.shape[2]
+    zeros = tf.zeros([n_in, n_out], kernel.dtype)
+    taps = []
+    for d in (-1, 0, 1):
+        phases = []
+        for p in range(stride):
+            tap = p + stride // 2 - stride * d
+            phases.append(tf.transpose(kernel[tap]) if 0 <= tap < 2 * stride else zeros)
+        taps.append(tf.concat(phases, axis=1))
+    return tf.stack(taps)

@@ -51,6 +51,8 @@ class DecoderConvBlock(LayerChain):
 class Decoder(LayerChain):
     """The decoder of one VQ-VAE level: blocks of levels `level`..0, then Conv1D to audio."""
 
+    time_as_width = True
+
     def __init__(self, channels: int, emb_width: int, downs_t, strides_t, width: int = 32,
                  depth: int = 4, m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):

@@ -51,6 +51,8 @@ class EncoderConvBlock(LayerChain):
 class Encoder(LayerChain):
     """The encoder of one VQ-VAE level: the conv blocks of levels 0..level in sequence."""
 
+    time_as_width = True
+
     def __init__(self, emb_width: int, downs_t, strides_t, width: int = 32, depth: int = 4,
                  m_conv: float = 1.0, dilation_growth_rate: int = 3,
                  dilation_cycle: int | None = None, **kwargs):

@@ -6,6 +6,7 @@ Shapes are channels-last throughout: [batch, time, channels].
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from jukebox_tf.vqvae.chain import LayerChain
 from jukebox_tf.vqvae.conv import PACKAGE, Conv1D
@@ -31,8 +32,13 @@ class ResConv1DBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x):
-        h = self.conv1(keras.ops.relu(self.conv3(keras.ops.relu(x))))
+    def call(self, x, training=None):
+        # At inference the first ReLU is max(x, 0): grappler's remapper would otherwise fuse it
+        # with the previous block's conv, bias and residual add (whose sum the next residual
+        # add also reads), fail with "fanout ... exist for missing node", and fuse nothing.
+        # (Training keeps Relu: its gradient is one pass, Maximum's two.)
+        h = keras.ops.relu(x) if training else tf.maximum(x, tf.zeros([], x.dtype))
+        h = self.conv1(keras.ops.relu(self.conv3(h)))
         return x + self.res_scale * h if self.res_scale != 1.0 else x + h
 
     def get_config(self):

@@ -93,11 +93,12 @@ class VQVAETask:
 
 
 
-def load_vqvae_run(run_dir: str, use_ema: bool = True):
-    """The trained VQ-VAE of a `train-vqvae` run directory (EMA weights by default)."""
+def load_vqvae_run(run_dir: str, use_ema: bool = True, precision: str = "float32"):
+    """The trained VQ-VAE of a `train-vqvae` run directory (EMA weights by default), computing
+    in `precision` ("float32" or "bfloat16"; codes and audio come out int32 / float32)."""
     from jukebox_tf.training import restore_for_eval
     from jukebox_tf.training.run_dir import read_task_json
 
     saved = read_task_json(run_dir, "vqvae", "VQ-VAE", "train-vqvae")
     task = VQVAETask(VQVAEConfig.from_dict(saved["vqvae"]), None, 1, saved.get("data_stats"))
-    return restore_for_eval(task, run_dir, use_ema=use_ema)
+    return restore_for_eval(task, run_dir, use_ema=use_ema, precision=precision)

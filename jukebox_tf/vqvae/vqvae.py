@@ -89,9 +89,9 @@ class VQVAE(keras.Model):
         return codes
 
     def decode(self, codes, level: int):
-        """int32 codes [B, N] of one level -> audio [B, N * hop_lengths[level], C]."""
+        """int32 codes [B, N] of one level -> float32 audio [B, N * hop_lengths[level], C]."""
         vectors = self.bottlenecks[level].dequantise(tf.convert_to_tensor(codes, tf.int32))
-        return self.decoders[level](tf.cast(vectors, self.compute_dtype))
+        return tf.cast(self.decoders[level](tf.cast(vectors, self.compute_dtype)), tf.float32)
 
     def call(self, audio, training=False):
         config = self.config
