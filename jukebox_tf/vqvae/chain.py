@@ -24,10 +24,8 @@ def build_chain(layers, input_shape) -> tuple:
 class LayerChain(keras.layers.Layer):
     """Subclasses set `self.config_args` (their constructor arguments, for get_config) and
     return their sublayers, in application order, from `chain()`. With `time_as_width`, the
-    chain takes and returns [B, T, C] but, at inference, runs its sublayers on [B, 1, T, C],
-    where grappler fuses each conv with its bias and ReLU (conv.py). Training stays 3-D: it
-    gained nothing from 4-D (measured), and there grappler's remapper fails on the residual
-    stacks ("fanout ... exist for missing node") and logs an error at every trace."""
+    chain takes and returns [B, T, C] but runs its sublayers on [B, 1, T, C], where grappler
+    fuses each conv with its bias and ReLU (conv.py)."""
 
     config_args: dict = {}
     time_as_width = False
@@ -45,13 +43,12 @@ class LayerChain(keras.layers.Layer):
             shape = tuple(layer.compute_output_shape(shape))
         return shape
 
-    def call(self, x, training=None):
-        four_d = self.time_as_width and not training
-        if four_d:
+    def call(self, x):
+        if self.time_as_width:
             x = tf.expand_dims(x, 1)
-        for layer in self.chain():  # Keras passes `training` on to the sublayers
+        for layer in self.chain():
             x = layer(x)
-        return tf.squeeze(x, 1) if four_d else x
+        return tf.squeeze(x, 1) if self.time_as_width else x
 
     def get_config(self):
         return super().get_config() | self.config_args

@@ -12,6 +12,16 @@ from jukebox_tf.vqvae.chain import LayerChain
 from jukebox_tf.vqvae.conv import PACKAGE, Conv1D
 
 
+@tf.custom_gradient
+def residual_relu(x):
+    """ReLU as max(x, 0), with ReLU's one-pass gradient. A Relu op reading a residual sum gets
+    fused by grappler's remapper with the conv, bias and add before it, although the next
+    residual add reads that sum too; the remapper then fails ("fanout ... exist for missing
+    node") and fuses nothing in the whole graph."""
+    y = tf.maximum(x, tf.zeros([], x.dtype))
+    return y, lambda grad: tf.raw_ops.ReluGrad(gradients=grad, features=y)
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class ResConv1DBlock(keras.layers.Layer):
     """x + res_scale * conv1x1(relu(conv3_dilated(relu(x)))); [B, T, n_in] -> [B, T, n_in]."""
@@ -32,13 +42,8 @@ class ResConv1DBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x, training=None):
-        # At inference the first ReLU is max(x, 0): grappler's remapper would otherwise fuse it
-        # with the previous block's conv, bias and residual add (whose sum the next residual
-        # add also reads), fail with "fanout ... exist for missing node", and fuse nothing.
-        # (Training keeps Relu: its gradient is one pass, Maximum's two.)
-        h = keras.ops.relu(x) if training else tf.maximum(x, tf.zeros([], x.dtype))
-        h = self.conv1(keras.ops.relu(self.conv3(h)))
+    def call(self, x):
+        h = self.conv1(keras.ops.relu(self.conv3(residual_relu(x))))
         return x + self.res_scale * h if self.res_scale != 1.0 else x + h
 
     def get_config(self):
