@@ -137,8 +137,8 @@ def _phase_kernel(kernel, stride: int):
     [2 * stride, O, I]: output phase p (sample stride*t + p, channels p*O .. p*O + O-1) reads
     inputs t-1, t, t+1 through taps p + stride//2 - stride*d, d = -1, 0, 1 (those in range).
 
-    As a forward conv, the bias fuses into it and oneDNN's forward kernels run it; the
-    transposed conv took 2-3x longer (decoders end in one at the full sample rate)."""
+    As a forward conv, the bias fuses into it and oneDNN's forward kernels run it: the
+    transposed conv and its unfused bias were 18% of a float32 level-0 decode's op time."""
     n_out, n_in = kernel.shape[1], kernel.shape[2]
     zeros = tf.zeros([n_in, n_out], kernel.dtype)
     taps = []
