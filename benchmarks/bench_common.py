@@ -36,15 +36,11 @@ def precision_copy(model, build, precision: str = "float32"):
     ("float32", or "bfloat16" under the mixed_bfloat16 policy): what `jukebox-tf encode`,
     `reconstruct` and `sample` restore from a run (float32 unless given --precision), so that
     inference is timed as they run it, whatever precision the timed training ran in."""
-    import keras
+    from jukebox_tf.training import global_dtype_policy
+    from jukebox_tf.training.config import precision_policy
 
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(
-        "float32" if precision == "float32" else f"mixed_{precision}")
-    try:
+    with global_dtype_policy(precision_policy(precision)):
         copy = build()
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -37,15 +37,14 @@ def test_precision_copy_holds_the_weights_and_computes_in_the_precision(trained,
     import keras
     import numpy as np
 
+    from jukebox_tf.training import global_dtype_policy
+
     def build():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
 
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(trained)
-    try:
+    with global_dtype_policy(trained):
         model = build()
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
     copy = bench_common.precision_copy(model, build, inference)
     assert keras.mixed_precision.dtype_policy().name == previous.name
     assert model.layers[0].compute_dtype == trained.replace("mixed_", "")

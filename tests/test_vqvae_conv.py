@@ -96,7 +96,7 @@ def test_conv1d_transpose_matches_tf_forward_and_backward(stride, kernel):
                                    Conv1D(6, 1), Conv1DTranspose(6, 4, strides=2)],
                          ids=["dilated", "strided", "1x1", "transposed"])
 def test_time_as_width_inputs_give_the_3d_result(layer):
-    # Encoders and decoders run their layers on [B, 1, T, C] at inference (conv.py).
+    # Encoders and decoders run their layers on [B, 1, T, C] (conv.py).
     x = tf.constant(np.random.RandomState(1).randn(2, 64, 4).astype(np.float32))
     flat = layer(x)
     wide = layer(tf.expand_dims(x, 1))

@@ -6,6 +6,7 @@ import pytest
 import keras
 import tensorflow as tf
 
+from jukebox_tf.training import global_dtype_policy
 from jukebox_tf.vqvae import get_preset
 from jukebox_tf.vqvae.config import VQVAEConfig
 from jukebox_tf.vqvae.vqvae import VQVAE, build_vqvae
@@ -105,12 +106,8 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_losses(tiny):
     x = np.random.RandomState(2).randn(2, 4096, 1).astype(np.float32) * 0.1
     tiny(x, training=True)  # codebooks from data
     tiny.set_data_statistics({"l2": 0.01, "l1": 0.08, "spec": 12.0})
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as the training loop does
-    try:
+    with global_dtype_policy("mixed_bfloat16"):  # as the training loop does
         mixed = build_vqvae(get_preset("tiny"))
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
     mixed.set_weights(tiny.get_weights())
     assert mixed.decoders[0].compute_dtype == "bfloat16"
     assert mixed.bottlenecks[0].compute_dtype == "float32"

@@ -45,8 +45,10 @@ def register(subparsers) -> None:
 
 
 def add_precision_argument(parser) -> None:
+    from jukebox_tf.training.config import INFERENCE_PRECISIONS
+
     parser.add_argument(
-        "--precision", choices=("float32", "bfloat16"), default="float32",
+        "--precision", choices=INFERENCE_PRECISIONS, default="float32",
         help="compute precision of the VQ-VAE (bfloat16: encodes 1.4x and decodes 1.7x faster "
         "on CPUs with AMX, e.g. Sapphire Rapids; reconstructions within 0.1 dB of float32's)")
 

@@ -15,6 +15,7 @@ _EXPORTS = {
     "train": "loop",
     "restore_for_eval": "loop",
     "compiled_step": "loop",
+    "global_dtype_policy": "loop",
     "strategy_from_env": "strategy",
     "is_chief": "strategy",
     "WarmupDecay": "schedule",

@@ -12,6 +12,13 @@ DECAYS = ("linear", "cosine", "constant")
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 
 
+def precision_policy(precision: str) -> str:
+    """The Keras dtype policy computing in `precision` with float32 weights."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise JukeboxError(f"precision: {precision!r} is not one of {INFERENCE_PRECISIONS}")
+    return "float32" if precision == "float32" else f"mixed_{precision}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Steps count optimizer steps of `global_batch_size` examples.

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.training import checkpoints, run_dir as layout
-from jukebox_tf.training.config import INFERENCE_PRECISIONS, TrainConfig
+from jukebox_tf.training.config import TrainConfig, precision_policy
 from jukebox_tf.training.ema import ExponentialMovingAverage, tf_variable
 from jukebox_tf.training.optimizer import build_optimizer
 from jukebox_tf.training.signals import StopSignals
@@ -53,7 +53,7 @@ def train(task, config: TrainConfig, run_dir: str, *,
                            f"divisible by the {replicas} replicas of the distribution strategy")
     if chief:
         _write_run_files(task, config, run_dir)
-    with _global_dtype_policy(config.dtype_policy):
+    with global_dtype_policy(config.dtype_policy):
         state = _TrainState.build(task, config, strategy)
         if latest:
             checkpoints.restore(state.checkpoint, latest)
@@ -70,8 +70,7 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True,
     weights when `use_ema`). Uses the current strategy scope, if any; no optimizer state.
     `precision` "bfloat16" builds it under the mixed_bfloat16 policy: float32 weights,
     bfloat16 compute (faster on CPUs with AMX or AVX512-BF16, at 8 bits of mantissa)."""
-    if precision not in INFERENCE_PRECISIONS:
-        raise JukeboxError(f"precision: {precision!r} is not one of {INFERENCE_PRECISIONS}")
+    policy = precision_policy(precision)
     ckpt_dir = layout.checkpoints_dir(run_dir)
     path = checkpoints.latest_checkpoint(ckpt_dir)
     if path is None:
@@ -80,7 +79,7 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True,
                            for name in checkpoints.checkpoint_variable_names(path)):
         raise JukeboxError(f"checkpoint {path} has no EMA weights (the run had "
                            f"TrainConfig.ema_decay=None): restore it with use_ema=False")
-    with _global_dtype_policy(None if precision == "float32" else f"mixed_{precision}"):
+    with global_dtype_policy(policy):
         model = task.build()
     ema = ExponentialMovingAverage(model.trainable_variables, 0.0) if use_ema else None
     tracked = {"model": model_variables(model), **({"ema": ema} if ema else {})}
@@ -95,7 +94,7 @@ def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | 
     or signals, for benchmarks. `step(iterator, False)` runs one update and returns
     (metrics, batch)."""
     strategy = strategy or strategy_from_env()
-    with _global_dtype_policy(config.dtype_policy):
+    with global_dtype_policy(config.dtype_policy):
         state = _TrainState.build(task, config, strategy)
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: task.dataset(ctx, config.seed)))
@@ -264,8 +263,9 @@ def _write_run_files(task, config: TrainConfig, run_dir: str):
 
 
 @contextlib.contextmanager
-def _global_dtype_policy(name: str | None):
-    """Sets Keras' global dtype policy for the layers the task builds; puts the old one back."""
+def global_dtype_policy(name: str | None):
+    """Sets Keras' global dtype policy (None: leaves it) for the layers built inside; puts the
+    old one back."""
     if name is None:
         yield
         return
