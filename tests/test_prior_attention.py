@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from jukebox_tf.prior.config import (PRESETS, PriorConfig, attn_kinds, count_transformer_params,
                                      get_preset, prime_attn_len)
-from jukebox_tf.prior.factorized_attention import FactorizedAttention
+from jukebox_tf.prior.factorized_attention import (FactorizedAttention, LayerNorm, Linear,
+                                                  broadcast_rows, sum_rows)
 from jukebox_tf.prior.transformer import ResAttnBlock, Transformer
 
 WIDTH, N_STATE, HEADS, N_CTX, BLOCKS = 16, 8, 2, 32, 8
@@ -331,6 +332,97 @@ def test_count_matches_built_models():
         model.build((None, None, config.width))
         assert model.count_params() == count_transformer_params(config)
     assert 4.9e9 < count_transformer_params(PRESETS["paper_top"]) < 5.1e9
+
+
+# -- LayerNorm and row sums: hand-written gradients against automatic ones -------------------
+
+def reference_layer_norm(x, gamma, beta, eps=1e-5):
+    mean = tf.reduce_mean(x, -1, keepdims=True)
+    var = tf.reduce_mean(tf.square(x - mean), -1, keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + eps) * gamma + beta
+
+
+def test_layer_norm_and_its_gradients_match_the_formula():
+    rng = np.random.default_rng(3)
+    # A large common offset: the two-pass variance must not lose the small spread.
+    x = rng.normal(size=(2, 5, 16)) * rng.uniform(0.5, 3.0, (2, 5, 1)) + 50.0
+    weight = rng.normal(size=(2, 5, 16))
+    layer = LayerNorm(epsilon=1e-5)
+    layer.build((None, None, 16))
+    gamma, beta = rng.normal(size=16), rng.normal(size=16)
+    layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+    x32 = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x32)
+        y = layer(x32)
+        loss = tf.reduce_sum(y * weight.astype(np.float32))
+    got = tape.gradient(loss, [x32, *layer.trainable_weights])
+    x64 = tf.constant(x - 50.0)  # layer norm ignores the offset; float64 keeps the reference exact
+    g64, b64 = tf.constant(gamma), tf.constant(beta)
+    with tf.GradientTape() as tape:
+        tape.watch([x64, g64, b64])
+        ref = reference_layer_norm(x64, g64, b64)
+        ref_loss = tf.reduce_sum(ref * weight)
+    want = tape.gradient(ref_loss, [x64, g64, b64])
+    np.testing.assert_allclose(y.numpy(), ref.numpy(), atol=2e-5)
+    for a, b, name in zip(got, want, ("x", "gamma", "beta")):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_layer_norm_under_bfloat16_policy():
+    rng = np.random.default_rng(4)
+    layer = LayerNorm(epsilon=1e-5, dtype="mixed_bfloat16")
+    layer.build((None, None, 32))
+    x = tf.constant(rng.normal(size=(3, 7, 32)), tf.bfloat16)
+    weight = (np.arange(32, dtype=np.float32) - 16) / 16  # exact in bfloat16
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * weight)
+    dx, dgamma, dbeta = tape.gradient(loss, [x, *layer.trainable_weights])
+    assert y.dtype == tf.bfloat16 and dx.dtype == tf.bfloat16 and dgamma.dtype == tf.float32
+    ref_x = tf.cast(x, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(ref_x)
+        ref = reference_layer_norm(ref_x, tf.ones(32, tf.float64), tf.zeros(32, tf.float64))
+        ref_loss = tf.reduce_sum(ref * weight.astype(np.float64))
+    np.testing.assert_allclose(tf.cast(y, tf.float64), ref, atol=0.03)
+    np.testing.assert_allclose(tf.cast(dx, tf.float64), tape.gradient(ref_loss, ref_x), atol=0.03)
+    np.testing.assert_array_equal(dbeta, 21 * weight)
+
+
+def test_linear_with_folded_layer_norm_equals_linear_of_layer_norm():
+    rng = np.random.default_rng(7)
+    norm, dense = LayerNorm(epsilon=1e-5), Linear(12)
+    norm.build((None, None, 16))
+    dense.build((None, None, 16))
+    for layer in (norm, dense):
+        layer.set_weights([rng.normal(size=w.shape).astype(np.float32)
+                           for w in layer.get_weights()])
+    x = tf.constant(rng.normal(size=(2, 5, 16)) * 2 + 1, tf.float32)
+    weight = rng.normal(size=(2, 5, 12)).astype(np.float32)
+    results = []
+    for fold in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = dense(x, norm=norm) if fold else dense(norm(x))
+            loss = tf.reduce_sum(y * weight)
+        variables = [*norm.trainable_weights, *dense.trainable_weights]
+        results.append([y, *tape.gradient(loss, [x, *variables])])
+    for a, b, name in zip(*results, ("y", "x", "gamma", "beta", "kernel", "bias")):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_sum_rows_and_broadcast_rows_gradient(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-4, 5, size=(3, 37, 6)).astype(np.float32)  # exact in bfloat16 sums
+    np.testing.assert_array_equal(tf.cast(sum_rows(tf.constant(x, dtype)), tf.float32),
+                                  x.sum((0, 1)))
+    v = tf.Variable(tf.zeros(6, dtype))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(broadcast_rows(v, tf.constant([3, 37, 6])) * tf.constant(x, dtype))
+    np.testing.assert_array_equal(tf.cast(tape.gradient(loss, v), tf.float32), x.sum((0, 1)))
 
 
 def test_recompute_gives_same_gradients():

@@ -12,7 +12,8 @@ import tensorflow as tf
 from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_prior_params,
                                      count_transformer_params, get_preset, with_lyrics)
 from jukebox_tf.prior.labels import make_labels
-from jukebox_tf.prior.prior import Prior, TopLevelPrior, Upsampler, build_prior, shift_right
+from jukebox_tf.prior.prior import (Prior, TopLevelPrior, Upsampler, _bits_and_hits,
+                                   build_prior, shift_right)
 
 LABELS = dict(labels=True, artist_bins=6, genre_bins=5, max_genre_words=2, t_bins=16,
               sample_rate=1000, max_duration=60.0)
@@ -254,6 +255,19 @@ def test_loss_in_bits_with_the_lyric_weighting():
         n_lyrics + n_codes)
     assert float(out["loss"]) == pytest.approx(expected, rel=1e-5)
     assert 0 <= metrics["accuracy"] <= 1
+
+
+def test_bits_and_hits_against_numpy():
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(3, 11, 17)).astype(np.float32) * 3
+    labels = rng.integers(0, 17, size=(3, 11)).astype(np.int32)
+    labels[0, :4] = logits[0, :4].argmax(-1)  # some hits for sure
+    bits, hits = (t.numpy() for t in _bits_and_hits(tf.constant(labels), tf.constant(logits)))
+    log_p = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+    np.testing.assert_allclose(bits, -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+                               / math.log(2), rtol=1e-5)
+    np.testing.assert_array_equal(hits, (logits.argmax(-1) == labels).astype(np.float32))
+    assert hits.shape == (3, 11) and hits[0, :4].all()
 
 
 def test_mask_excludes_padding():

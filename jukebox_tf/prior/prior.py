@@ -61,6 +61,19 @@ def bits(labels, logits) -> tf.Tensor:
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits) / _LN2
 
 
+def _bits_and_hits(labels, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    """(bits per position, 1.0 where the label's logit is the largest): labels int [B, T],
+    logits float32 [B, T, bins] -> float32 [B, T] each. A tie for the largest logit counts as
+    a hit. Over [B * T, bins], where the maximum the cross-entropy takes is the same XLA
+    reduction as the hits' (shared), rather than an argmax: a single-threaded pass over the
+    logits that took 2-3% of a compiled small-prior train step."""
+    flat = tf.reshape(logits, [-1, logits.shape[-1]])
+    flat_labels = tf.reshape(labels, [-1])
+    hits = tf.equal(tf.gather(flat, flat_labels, batch_dims=1), tf.reduce_max(flat, axis=-1))
+    return (tf.reshape(bits(flat_labels, flat), tf.shape(labels)),
+            tf.reshape(tf.cast(hits, tf.float32), tf.shape(labels)))
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class TokenEmbedding(keras.layers.Layer):
     """The input of an autoregressive transformer (the original's ConditionalAutoregressive2D):
@@ -346,9 +359,7 @@ class Prior(keras.Model):
                         tf.int32)
         cond, lyric_logits = self._conditioning(inputs, training)
         logits, _ = self._forward(shift_right(codes), 0, cond, training=training)
-        per_token = bits(codes, logits)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), codes),
-                          tf.float32)
+        per_token, correct = _bits_and_hits(codes, logits)
         mask = inputs.get("mask")
         if mask is None:
             gen_loss, accuracy = tf.reduce_mean(per_token), tf.reduce_mean(correct)

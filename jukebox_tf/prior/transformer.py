@@ -57,8 +57,9 @@ class MLP(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x, training=None):
-        m = self.c_proj(self.act(self.c_fc(x)))
+    def call(self, x, norm=None, training=None):
+        """With `norm` (a LayerNorm), the MLP of norm(x) (folded into c_fc: Linear.call)."""
+        m = self.c_proj(self.act(self.c_fc(x, norm=norm)))
         return m if self.drop is None else self.drop(m, training=training)
 
     def get_config(self):
@@ -106,11 +107,12 @@ class ResAttnBlock(keras.layers.Layer):
     def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
              training=None):
         """x [batch, time, width] -> h; with a cache, (h, new_cache) (see FactorizedAttention)."""
-        a = self.attn(self.ln_0(x), encoder_kv=encoder_kv, cache=cache, position=position,
-                      prime_length=prime_length, training=training)
+        # The LayerNorms are folded into c_attn and c_fc (Linear.call(x, norm=...)).
+        a = self.attn(x, encoder_kv=encoder_kv, cache=cache, position=position,
+                      prime_length=prime_length, norm=self.ln_0, training=training)
         if cache is not None:
             a, cache = a
-        m = self.mlp(self.ln_1(x + a), training=training)
+        m = self.mlp(x + a, norm=self.ln_1, training=training)
         h = x + a + m if self.res_scale == 1.0 else x + self.res_scale * (a + m)
         return h if cache is None else (h, cache)
 
