@@ -117,8 +117,15 @@ class TokenEmbedding(keras.layers.Layer):
         ids = tf.clip_by_value(tf.cast(prev_tokens, tf.int32), 0, self.bins - 1)
         x = tf.gather(tf.cast(self.token_emb, dtype), ids)
         start = self.start() if start is None else tf.cast(start, dtype)
-        first = tf.equal(position + tf.range(length), 0)[None, :, None]
-        x = tf.where(first, start, x)
+        if isinstance(position, int) and position == 0:
+            # Position 0 known while tracing (training, priming): the start embedding's
+            # gradient is then a slice, not a masked sum over every position.
+            batch = tf.shape(x)[:1]
+            x = tf.concat([tf.broadcast_to(start, tf.concat([batch, [1, self.width]], 0)),
+                           x[:, 1:]], axis=1)
+        else:
+            first = tf.equal(position + tf.range(length), 0)[None, :, None]
+            x = tf.where(first, start, x)
         pos = tf.slice(tf.cast(self.pos_emb, dtype), tf.stack([position, 0]),
                        tf.stack([length, self.width]))
         if self.token_drop is not None:

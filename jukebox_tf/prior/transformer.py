@@ -107,12 +107,14 @@ class ResAttnBlock(keras.layers.Layer):
     def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
              training=None):
         """x [batch, time, width] -> h; with a cache, (h, new_cache) (see FactorizedAttention)."""
-        # The LayerNorms are folded into c_attn and c_fc (Linear.call(x, norm=...)).
-        a = self.attn(x, encoder_kv=encoder_kv, cache=cache, position=position,
-                      prime_length=prime_length, norm=self.ln_0, training=training)
-        if cache is not None:
-            a, cache = a
-        m = self.mlp(x + a, norm=self.ln_1, training=training)
+        if cache is None:  # training: the LayerNorms folded into c_attn, c_fc (Linear.call)
+            a = self.attn(x, encoder_kv=encoder_kv, norm=self.ln_0, training=training)
+            m = self.mlp(x + a, norm=self.ln_1, training=training)
+        else:  # sampling: not folding again at every step
+            a, cache = self.attn(self.ln_0(x), encoder_kv=encoder_kv, cache=cache,
+                                 position=position, prime_length=prime_length,
+                                 training=training)
+            m = self.mlp(self.ln_1(x + a), training=training)
         h = x + a + m if self.res_scale == 1.0 else x + self.res_scale * (a + m)
         return h if cache is None else (h, cache)
 
