@@ -47,7 +47,7 @@ _SUM_ROWS = 16
 def sum_rows(x) -> tf.Tensor:
     """x [..., C] summed over every leading axis -> [C] (x's dtype), as one matrix product:
     XLA on a CPU otherwise splits such a sum over thousands of rows into a reduce-window it
-    runs as a slow scalar loop (a few ms for every bias and LayerNorm scale of a step)."""
+    runs as a slow scalar loop (a few ms for every bias of a step)."""
     flat = tf.reshape(x, [-1, x.shape[-1]])
     ones = tf.ones([_SUM_ROWS, tf.shape(flat)[0]], flat.dtype)
     return tf.matmul(ones, flat)[0]
@@ -63,18 +63,6 @@ def broadcast_rows(v, shape):
     return tf.broadcast_to(v, shape), grad
 
 
-def _mean_last(x) -> tf.Tensor:
-    """x [..., C] -> its mean over the last axis [..., 1], as sums over chunks of 32 and then
-    over the chunks: XLA on a CPU splits a longer reduction into a reduce-window that reads a
-    materialised input; reductions of 32 or fewer are fused with what produces their input
-    (3% of a small prior's step, eight LayerNorms)."""
-    width = x.shape[-1]
-    if width is None or width <= 32 or width % 32:
-        return tf.reduce_mean(x, axis=-1, keepdims=True)
-    chunks = tf.reshape(x, tf.concat([tf.shape(x)[:-1], [width // 32, 32]], 0))
-    return tf.reduce_sum(tf.reduce_sum(chunks, axis=-1), axis=-1, keepdims=True) / width
-
-
 def normalize(x, epsilon: float, dtype) -> tf.Tensor:
     """x [..., C] -> (x - mean) / sqrt(variance + epsilon) over the last axis, in `dtype`
     (statistics in float32).
@@ -88,13 +76,15 @@ def normalize(x, epsilon: float, dtype) -> tf.Tensor:
     @tf.custom_gradient
     def run(x_in):
         xf = tf.cast(x_in, tf.float32)
-        mean = _mean_last(xf)
-        rstd = tf.math.rsqrt(_mean_last(tf.square(xf - mean)) + epsilon)
+        mean = tf.reduce_mean(xf, axis=-1, keepdims=True)
+        rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(xf - mean), axis=-1, keepdims=True)
+                             + epsilon)
 
         def grad(dy):
             dy = tf.cast(dy, tf.float32)
             xhat = (tf.cast(x_in, tf.float32) - mean) * rstd
-            dx = rstd * (dy - _mean_last(dy) - xhat * _mean_last(dy * xhat))
+            dx = rstd * (dy - tf.reduce_mean(dy, axis=-1, keepdims=True)
+                         - xhat * tf.reduce_mean(dy * xhat, axis=-1, keepdims=True))
             return tf.cast(dx, x_in.dtype)
 
         return tf.cast((xf - mean) * rstd, dtype), grad
