@@ -257,6 +257,22 @@ def test_loss_in_bits_with_the_lyric_weighting():
     assert 0 <= metrics["accuracy"] <= 1
 
 
+def test_compiled_training_call_without_logits():
+    """The train step's call (compiled, return_logits=False) gives the eager call's loss and
+    metrics and no logits; with return_logits it keeps the documented outputs."""
+    model, inputs = make_model(TOP), make_inputs(TOP)
+    eager = model(inputs, training=True)
+    compiled = tf.function(lambda x, r: model(x, training=True, return_logits=r))
+    lean, full = compiled(inputs, False), compiled(inputs, True)
+    assert sorted(lean) == ["loss", "metrics"] and sorted(full) == ["logits", "loss", "metrics"]
+    assert len(model.__dict__["_compiled_training_calls"]) == 2  # both ran compiled
+    for out in (lean, full):
+        assert float(out["loss"]) == pytest.approx(float(eager["loss"]), rel=1e-5)
+        for name, value in eager["metrics"].items():
+            assert float(out["metrics"][name]) == pytest.approx(float(value), rel=1e-5)
+    np.testing.assert_allclose(full["logits"], eager["logits"], atol=1e-5)
+
+
 def test_bits_and_hits_against_numpy():
     rng = np.random.default_rng(6)
     logits = rng.normal(size=(3, 11, 17)).astype(np.float32) * 3

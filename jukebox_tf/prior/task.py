@@ -238,7 +238,7 @@ class PriorTask:
                 .prefetch(tf.data.AUTOTUNE))
 
     def loss(self, model, batch, training: bool):
-        out = model(batch, training=training)
+        out = model(batch, training=training, return_logits=False)
         return out["loss"], out["metrics"]
 
     def media_summaries(self, model, batch, step: int) -> None:
