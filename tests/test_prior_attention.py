@@ -253,6 +253,9 @@ def test_priming_needs_a_cache_and_no_position():
     for kwargs in (dict(), dict(cache=layer.init_cache(BATCH), position=tf.constant(0))):
         with pytest.raises(ValueError, match="prime_length"):
             layer(x, prime_length=3, **kwargs)
+    block = ResAttnBlock(WIDTH, HEADS, N_CTX, blocks=BLOCKS)  # its training path, too
+    with pytest.raises(ValueError, match="prime_length"):
+        block(x, prime_length=3)
 
 
 def test_cross_attention_cache_needs_encoder_output():

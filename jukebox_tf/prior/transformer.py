@@ -108,7 +108,8 @@ class ResAttnBlock(keras.layers.Layer):
              training=None):
         """x [batch, time, width] -> h; with a cache, (h, new_cache) (see FactorizedAttention)."""
         if cache is None:  # training: the LayerNorms folded into c_attn, c_fc (Linear.call)
-            a = self.attn(x, encoder_kv=encoder_kv, norm=self.ln_0, training=training)
+            a = self.attn(x, encoder_kv=encoder_kv, position=position,
+                          prime_length=prime_length, norm=self.ln_0, training=training)
             m = self.mlp(x + a, norm=self.ln_1, training=training)
         else:  # sampling: not folding again at every step
             a, cache = self.attn(self.ln_0(x), encoder_kv=encoder_kv, cache=cache,
