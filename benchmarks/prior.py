@@ -1,11 +1,15 @@
 """Prior benchmark: train step and sampling throughput of a factorized-attention prior.
 
     python benchmarks/prior.py --preset small --json PATH [--quick] [--threads 2] [--no-xla]
+                               [--mixed-precision bfloat16] [--train-workers 2]
 
 Measures, on one process limited to `--threads` CPU threads (2 = the reference machine):
   * train_tokens_per_s: tokens per second of the compiled step `jukebox-tf train-prior` runs
     (forward, loss, gradients, clipping, Adam, weight EMA) at batch 4 x n_ctx synthetic codes
-    with label conditioning (as train-prior turns it on), median over repeats;
+    with label conditioning (as train-prior turns it on), median over repeats. With
+    --train-workers N, as `train-prior --local-workers N` runs it: N processes of one
+    multi-worker cluster on localhost, threads / N each, the global batch split between them
+    (the chief's median; the JSON's train_workers says which);
   * sample_tokens_per_s_1 / _4: new tokens per second drawing 512 tokens after an empty
     prime with one and with four samples per batch: the compiled cached loop (sampling/
     sampler.py: one tf.function with a tf.while_loop, XLA-compiled unless --no-xla), plus
@@ -63,7 +67,16 @@ def main() -> int:
     parser.add_argument("--mixed-precision", choices=("float16", "bfloat16"), default=None,
                         help="the training loop's mixed-precision option (sampling runs in "
                              "float32, as `jukebox-tf sample` restores a run)")
+    parser.add_argument("--train-workers", type=int, default=1,
+                        help="time training as this many local worker processes (threads / N "
+                             "each), as `jukebox-tf train-prior --local-workers N` trains")
+    # One worker of --train-workers: time the training, write it to --json, stop.
+    parser.add_argument("--train-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.train_worker and (args.batch_size % args.train_workers
+                                  or args.threads % args.train_workers):
+        parser.error(f"--batch-size {args.batch_size} and --threads {args.threads} must both "
+                     f"be divisible by --train-workers {args.train_workers}")
     wall_start = time.perf_counter()
 
     import numpy as np
@@ -78,7 +91,7 @@ def main() -> int:
     from jukebox_tf.prior.prior import build_prior
     from jukebox_tf.prior.task import PriorTask
     from jukebox_tf.sampling.sampler import sample_window
-    from jukebox_tf.training import TrainConfig, compiled_step
+    from jukebox_tf.training import TrainConfig, compiled_step, is_chief, strategy_from_env
 
     xla = not args.no_xla
     quick = args.quick
@@ -97,24 +110,45 @@ def main() -> int:
 
     class Synthetic(PriorTask):  # step time does not depend on what the codes are
         def dataset(self, input_context, seed):
-            return tf.data.Dataset.from_tensors(batch_data).repeat()
+            rows = batch // input_context.num_input_pipelines  # this worker's part
+            return tf.data.Dataset.from_tensors(
+                {k: v[:rows] for k, v in batch_data.items()}).repeat()
 
     # -- training ----------------------------------------------------------------------------
-    task = Synthetic(config, None, batch, codes_info={"hop_lengths": [hop] * config.levels})
-    step, iterator, model = compiled_step(task, TrainConfig(
-        steps=10**6, global_batch_size=batch, warmup_steps=0,
-        mixed_precision=args.mixed_precision))
-    first_step, step_s = timed(lambda: step(iterator, False)[0]["loss"].numpy(),
-                               2 if quick else 10)
+    worker_rss = None
+    if args.train_workers > 1 and not args.train_worker:
+        first_step, step_s, worker_rss = train_in_workers(args)
+        model = None
+    else:
+        strategy = strategy_from_env()  # first: a worker's collectives need a fresh TF
+        task = Synthetic(config, None, batch, codes_info={"hop_lengths": [hop] * config.levels})
+        step, iterator, model = compiled_step(task, TrainConfig(
+            steps=10**6, global_batch_size=batch, warmup_steps=0,
+            mixed_precision=args.mixed_precision), strategy)
+        first_step, step_s = timed(lambda: step(iterator, False)[0]["loss"].numpy(),
+                                   2 if quick else 10)
+        del step, iterator
+        if args.train_worker:
+            if is_chief(strategy):
+                write_result(args.json, {"train_step_s_median": step_s,
+                                         "train_step_first_call_s": first_step,
+                                         "peak_rss_mb": peak_rss_mb()})
+            return 0
     train_tps = batch * n_ctx / step_s
-    print(f"train step: {step_s:.3f} s median ({batch} x {n_ctx} tokens) = "
+    print(f"train step: {step_s:.3f} s median ({batch} x {n_ctx} tokens"
+          f"{f', {args.train_workers} workers' if args.train_workers > 1 else ''}) = "
           f"{train_tps:,.0f} tokens/s, first call {first_step:.1f} s", flush=True)
-    params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    del step, iterator
 
     # -- sampling: the cached compiled loop ------------------------------------------------
-    # The trained-on weights (the time does not depend on them).
-    prior = precision_copy(model, lambda: build_prior(config)) if args.mixed_precision else model
+    # The trained-on weights, or fresh ones after --train-workers (the time does not depend
+    # on them).
+    if model is None:
+        keras.utils.set_random_seed(0)
+        prior = build_prior(config)
+    else:
+        prior = (precision_copy(model, lambda: build_prior(config)) if args.mixed_precision
+                 else model)
+    params = int(sum(np.prod(v.shape) for v in prior.trainable_variables))
     n_new = args.new_tokens
     sampling = {}
     for b in (1, 4):
@@ -184,6 +218,7 @@ def main() -> int:
         # The step's precision: float32 unless --mixed-precision (bfloat16 runs its matrix
         # products on AMX where the CPU has it: about 1.6x float32's tokens/s here).
         "train_precision": args.mixed_precision or "float32",
+        "train_workers": args.train_workers,
         "train_tokens_per_s": train_tps, "train_step_s_median": step_s,
         "train_step_first_call_s": first_step,
         "sample_tokens_per_s_1": sampling[1]["tokens_per_s"],
@@ -198,7 +233,8 @@ def main() -> int:
                          f"blocks = n_ctx / {BLOCK_CTX}; naive = one uncached full forward "
                          "pass per token, timed on naive_tokens_timed tokens and "
                          "extrapolated linearly (every token costs the same pass)"),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),  # with --train-workers: this process (sampling) only
+        "train_worker_peak_rss_mb": worker_rss,  # the chief worker's, with --train-workers
         "params": params,
         "params_expected": count_prior_params(config),
         "pytorch_reference": PYTORCH,
@@ -215,7 +251,8 @@ def main() -> int:
     result["meets_targets"] = {"train": speed["train"] >= TARGET["train_tokens_per_s"],
                                "sample_1": speed["sample_1"] >= TARGET["sample_tokens_per_s_1"],
                                "sample_4": speed["sample_4"] >= TARGET["sample_tokens_per_s_4"]}
-    rows = [(f"train tokens/s (batch 4, {result['train_precision']})", train_tps,
+    workers = f", {args.train_workers} workers" if args.train_workers > 1 else ""
+    rows = [(f"train tokens/s (batch 4, {result['train_precision']}{workers})", train_tps,
              PYTORCH["train_tokens_per_s"], TARGET["train_tokens_per_s"]),
             ("sampled tokens/s, 1 sample", sampling[1]["tokens_per_s"],
              PYTORCH["sample_tokens_per_s_1"], TARGET["sample_tokens_per_s_1"]),
@@ -223,11 +260,11 @@ def main() -> int:
              PYTORCH["sample_ms_per_step_1"], None),
             ("sampled tokens/s, 4 samples", sampling[4]["tokens_per_s"],
              PYTORCH["sample_tokens_per_s_4"], TARGET["sample_tokens_per_s_4"])]
-    print(f"\n{'figure':38} {'jukebox-tf':>11} {'PyTorch ref':>12} {'target':>10} {'met':>4}")
+    print(f"\n{'figure':48} {'jukebox-tf':>11} {'PyTorch ref':>12} {'target':>10} {'met':>4}")
     for name, value, ref, factor in rows:
         target = "" if factor is None else f">= {factor * ref:,.0f}"
         met = "" if factor is None else ("yes" if value >= factor * ref else "no")
-        print(f"{name:38} {value:11,.2f} {ref:12,.2f} {target:>10} {met:>4}")
+        print(f"{name:48} {value:11,.2f} {ref:12,.2f} {target:>10} {met:>4}")
     print(f"\nsampling with XLA: {xla}; scaling (seconds per whole window, batch 1):")
     print(f"{'n_ctx':>6} {'cached':>9} {'naive':>10}")
     for ctx, row in scaling.items():
@@ -236,6 +273,29 @@ def main() -> int:
           f"{load_before} -> {result['load_average']['end']}, {result['wall_s']:.0f} s")
     write_result(args.json, result)  # the targets are in the JSON; the exit status stays 0
     return 0
+
+
+def train_in_workers(args) -> tuple[float, float, float]:
+    """(first call s, median step s, peak RSS MB) of the chief of `--train-workers` local
+    workers."""
+    import json
+    import tempfile
+
+    from jukebox_tf.training.local_workers import run_local_workers
+
+    per_worker = args.threads // args.train_workers
+    with tempfile.TemporaryDirectory(prefix="prior-bench-workers-") as tmp:
+        chief_json = os.path.join(tmp, "chief.json")
+        argv = sys.argv[1:] + ["--train-worker", "--json", chief_json,
+                               "--threads", str(per_worker)]
+        code = run_local_workers(argv, args.train_workers, tmp, threads=per_worker,
+                                 program=[sys.executable, os.path.abspath(__file__)])
+        if code:
+            raise SystemExit(f"a training worker failed (exit {code})")
+        with open(chief_json) as f:
+            timing = json.load(f)
+    return (timing["train_step_first_call_s"], timing["train_step_s_median"],
+            timing["peak_rss_mb"])
 
 
 if __name__ == "__main__":

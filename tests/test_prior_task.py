@@ -7,6 +7,7 @@ import glob
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -238,3 +239,67 @@ def test_train_upsampler(codes_dir, tmp_path):
                   "--out", tmp_path / "up", "--steps", 1, "--batch-size", 2, "--quiet")
     assert "trained the upsampler (level 1): step 1" in out
     assert prior_run_info(str(tmp_path / "up"))["prior"]["level"] == 1
+
+
+@pytest.mark.slow
+def test_train_prior_as_two_local_workers_stops_together_on_ctrl_c(codes_dir, tmp_path):
+    """--local-workers 2: two processes of one multi-worker cluster (neither could finish
+    alone: every step all-reduces). One SIGINT to the command reaches both workers once:
+    they stop at the same step, after a checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "top"
+    cmd = [sys.executable, "-m", "jukebox_tf", "train-prior", "--level", "2", "--codes",
+           codes_dir, "--preset", "tiny", "--out", str(run), "--batch-size", "2",
+           "--local-workers", "2", "--quiet", "--log-every", "1", "--checkpoint-every", "4"]
+    done = subprocess.run(cmd + ["--steps", "4"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "starting 2 local workers (1 thread each" in done.stdout
+    assert "trained the prior (level 2): step 4" in done.stdout
+    log = (run / "workers" / "worker-1.log").read_text()
+    assert "trained the prior (level 2): step 4" in log
+    # Only the chief wrote checkpoints; the run loads like a one-process run.
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-4.index"]
+    assert load_prior_run(str(run)).config.level == 2
+
+    proc = subprocess.Popen(cmd + ["--steps", "100000", "--resume"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((run / "checkpoints").glob("ckpt-8.index")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    stopped = re.search(r"trained the prior \(level 2\): step (\d+)", out)
+    assert stopped and 8 <= int(stopped[1]) < 100000, out
+    log = (run / "workers" / "worker-1.log").read_text()
+    assert f"trained the prior (level 2): step {stopped[1]}," in log
+    assert err.count("received SIGINT") == 1  # the chief's; worker 1's went to its log
+    assert f"ckpt-{stopped[1]}.index" in os.listdir(run / "checkpoints")
+
+
+@pytest.mark.slow
+def test_local_workers_report_the_failed_worker(codes_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "jukebox_tf", "train-prior", "--level", "2", "--preset",
+           "tiny", "--out", str(tmp_path / "run"), "--steps", "2", "--quiet"]
+    bad = subprocess.run(cmd + ["--codes", str(tmp_path / "missing"), "--batch-size", "2",
+                                "--local-workers", "2"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "missing" in bad.stderr  # the chief's own error
+    assert re.search(r"local worker \d exited with code 2", bad.stderr)
+    odd = subprocess.run(cmd + ["--codes", codes_dir, "--batch-size", "3", "--local-workers",
+                                "2"], capture_output=True, text=True, timeout=120)
+    assert odd.returncode == 2 and "--batch-size 3 is not divisible by the 2 local" in odd.stderr
+    assert "starting" not in odd.stdout  # checked before any worker starts

@@ -156,6 +156,31 @@ def test_chief_is_the_chief_task_else_worker_zero():
     assert not is_chief_task("evaluator", 0, False)
 
 
+def test_local_worker_environments_form_one_cluster(monkeypatch):
+    from jukebox_tf.training.local_workers import check_can_spawn, free_ports, worker_env
+
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    envs = [worker_env(k, ports, threads=1, base={"PATH": "/bin"}) for k in range(3)]
+    configs = [json.loads(e["TF_CONFIG"]) for e in envs]
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": k} for k in range(3)]
+    assert all(c["cluster"] == {"worker": [f"localhost:{p}" for p in ports]} for c in configs)
+    assert [cluster_size(e["TF_CONFIG"]) for e in envs] == [3, 3, 3]
+    assert [is_chief_task(c["task"]["type"], c["task"]["index"], False)
+            for c in configs] == [True, False, False]
+    assert envs[0]["TF_NUM_INTRAOP_THREADS"] == "1" and envs[0]["PATH"] == "/bin"
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    check_can_spawn(2, 4)
+    with pytest.raises(JukeboxError, match="--local-workers must be at least 1, not 0"):
+        check_can_spawn(0, 4)
+    with pytest.raises(JukeboxError, match="--batch-size 5 is not divisible by the 2 local"):
+        check_can_spawn(2, 5)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}}))
+    with pytest.raises(JukeboxError, match="TF_CONFIG is set"):
+        check_can_spawn(2, 4)
+
+
 # --- the loop on the default strategy ------------------------------------------------------
 
 

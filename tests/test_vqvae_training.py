@@ -73,6 +73,20 @@ def test_tiny_vqvae_loss_falls_on_demo_data(demo_dataset, tmp_path, mixed_precis
 
 
 @pytest.mark.slow
+def test_cli_trains_as_two_local_workers(demo_dataset, tmp_path, cli):
+    """The command creates its strategy before it reads the data: TF_CONFIG's collectives
+    must be configured before TensorFlow starts, or the workers fail at once."""
+    run = tmp_path / "run"
+    out = cli("train-vqvae", "--data", demo_dataset / "data", "--preset", "tiny", "--steps",
+              "2", "--out", run, "--local-workers", "2", "--quiet", check=True)
+    assert "starting 2 local workers" in out.stdout
+    assert "trained the VQ-VAE: step 2" in out.stdout
+    assert "trained the VQ-VAE: step 2" in (run / "workers" / "worker-1.log").read_text()
+    assert sorted(os.listdir(run / "checkpoints")) == [
+        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+
+
+@pytest.mark.slow
 def test_cli_train_resume_reconstruct_encode(demo_dataset, tmp_path, cli):
     data, run = demo_dataset / "data", tmp_path / "run"
     first = cli("train-vqvae", "--data", data, "--preset", "tiny", "--steps", "2", "--out", run,

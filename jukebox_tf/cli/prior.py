@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from jukebox_tf.cli.training_args import add_training_arguments, print_run_location, train_config
+from jukebox_tf.cli.training_args import (add_training_arguments, print_run_location,
+                                          spawn_local_workers, train_config)
 
 
 def register(subparsers) -> None:
@@ -52,11 +53,16 @@ def _task(args):
 
 
 def train(args) -> int:
+    from jukebox_tf.training import strategy_from_env
     from jukebox_tf.training import train as train_loop
 
+    spawned = spawn_local_workers(args)
+    if spawned is not None:
+        return spawned
+    strategy = strategy_from_env()  # before the task: TF_CONFIG's collectives need a fresh TF
     task = _task(args)
-    metrics = train_loop(task, train_config(args), args.out, resume=args.resume,
-                         progress=not args.quiet)
+    metrics = train_loop(task, train_config(args), args.out, strategy=strategy,
+                         resume=args.resume, progress=not args.quiet)
     kind = "prior" if not task.config.is_upsampler else "upsampler"
     keys = ("step", "loss", "bits_per_token", "accuracy", "lyric_bits_per_token")
     print(f"trained the {kind} (level {task.config.level}): "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from jukebox_tf.cli.training_args import add_training_arguments, print_run_location, train_config
+from jukebox_tf.cli.training_args import (add_training_arguments, print_run_location,
+                                          spawn_local_workers, train_config)
 
 
 def register(subparsers) -> None:
@@ -57,10 +58,15 @@ def train(args) -> int:
     import dataclasses
     import json
 
+    from jukebox_tf.training import strategy_from_env
     from jukebox_tf.training import train as train_loop
     from jukebox_tf.vqvae import get_preset
     from jukebox_tf.vqvae.task import VQVAETask
 
+    spawned = spawn_local_workers(args)
+    if spawned is not None:
+        return spawned
+    strategy = strategy_from_env()  # before the task: TF_CONFIG's collectives need a fresh TF
     config = get_preset(args.preset)
     if args.sample_length:
         config = dataclasses.replace(config, sample_length=args.sample_length)
@@ -70,8 +76,8 @@ def train(args) -> int:
         with open(task_json) as f:
             saved_stats = json.load(f).get("data_stats") or None  # the normalisers stay fixed
     task = VQVAETask(config, args.data, args.batch_size, saved_stats)
-    metrics = train_loop(task, train_config(args), args.out, resume=args.resume,
-                         progress=not args.quiet)
+    metrics = train_loop(task, train_config(args), args.out, strategy=strategy,
+                         resume=args.resume, progress=not args.quiet)
     keys = ["step", "loss"] + [f"spectral_convergence_db/l{l}" for l in range(config.levels)] + [
         f"usage/l{l}" for l in range(config.levels)]
     print("trained the VQ-VAE: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in keys
