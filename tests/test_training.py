@@ -157,10 +157,9 @@ def test_chief_is_the_chief_task_else_worker_zero():
 
 
 def test_local_worker_environments_form_one_cluster(monkeypatch):
-    from jukebox_tf.training.local_workers import check_can_spawn, free_ports, worker_env
+    from jukebox_tf.training.local_workers import check_can_spawn, worker_env
 
-    ports = free_ports(3)
-    assert len(set(ports)) == 3
+    ports = [5001, 5002, 5003]
     envs = [worker_env(k, ports, threads=1, base={"PATH": "/bin"}) for k in range(3)]
     configs = [json.loads(e["TF_CONFIG"]) for e in envs]
     assert [c["task"] for c in configs] == [{"type": "worker", "index": k} for k in range(3)]
@@ -168,7 +167,8 @@ def test_local_worker_environments_form_one_cluster(monkeypatch):
     assert [cluster_size(e["TF_CONFIG"]) for e in envs] == [3, 3, 3]
     assert [is_chief_task(c["task"]["type"], c["task"]["index"], False)
             for c in configs] == [True, False, False]
-    assert envs[0]["TF_NUM_INTRAOP_THREADS"] == "1" and envs[0]["PATH"] == "/bin"
+    assert envs[0]["TF_NUM_INTRAOP_THREADS"] == envs[0]["TF_NUM_INTEROP_THREADS"] == "1"
+    assert envs[0]["PATH"] == "/bin"
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     check_can_spawn(2, 4)

@@ -19,30 +19,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+
+import portpicker
 
 from jukebox_tf.errors import JukeboxError
 
 # Seconds the other workers get to exit after one failed, before they are killed.
 _GRACE_S = 10.0
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct localhost ports that were free a moment ago (all held at once, so no two
-    are the same; another process could still take one before a worker binds it)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("localhost", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def usable_cores() -> int:
@@ -60,8 +46,8 @@ def worker_env(index: int, ports: list[int], threads: int, base: dict | None = N
     env["TF_CONFIG"] = json.dumps({
         "cluster": {"worker": [f"localhost:{p}" for p in ports]},
         "task": {"type": "worker", "index": index}})
-    env["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    env["TF_NUM_INTEROP_THREADS"] = str(max(threads, 2))
+    # Both pools at `threads`: the setting benchmarks/prior.py --train-workers measured.
+    env["TF_NUM_INTRAOP_THREADS"] = env["TF_NUM_INTEROP_THREADS"] = str(threads)
     return env
 
 
@@ -84,7 +70,7 @@ def run_local_workers(argv: list[str], workers: int, log_dir: str,
     to log_dir/worker-k.log. threads: intra-op threads per worker (default: cores / workers)."""
     threads = threads or max(1, usable_cores() // workers)
     program = program or [sys.executable, "-m", "jukebox_tf"]
-    ports = free_ports(workers)
+    ports = [portpicker.pick_unused_port() for _ in range(workers)]
     os.makedirs(log_dir, exist_ok=True)
     logs = [None] + [os.path.join(log_dir, f"worker-{k}.log") for k in range(1, workers)]
     print(f"starting {workers} local workers ({threads} thread{'s' * (threads > 1)} each, "
