@@ -68,11 +68,37 @@ def steal_percent(before: list[int] | None, after: list[int] | None) -> float | 
     return 100.0 * (after[7] - before[7]) / total if total > 0 else None
 
 
-def write_result(path: str, result: dict) -> int:
-    """Writes the JSON (temp name, then rename) with the CPU steal since start; exit status 1
-    when a target is missed."""
+# The instruction sets the matrix products' speed turns on: the same 2-core task has run on
+# Intel hosts with AMX and on AMD hosts with AVX-512 BF16 only, and their figures differ 2.5x.
+MATRIX_ISA = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+    """{"model": the first processor's model name or None, "matrix_isa": which of MATRIX_ISA
+    its flags list}: which kind of host a result came from."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return {"model": None, "matrix_isa": []}
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    return {"model": model.group(1).strip() if model else None,
+            "matrix_isa": [isa for isa in MATRIX_ISA if isa in present]}
+
+
+def write_result(path: str, result: dict, announce: bool = True) -> int:
+    """Writes the JSON (temp name, then rename) with the CPU steal since start and the CPU's
+    kind (machine.cpu), printing the latter unless not `announce`; exit status 1 when a
+    target is missed."""
     steal = steal_percent(_START_TICKS, cpu_ticks())
-    result = {**result, "cpu_steal_percent": None if steal is None else round(steal, 1)}
+    cpu = cpu_info()
+    result = {**result, "cpu_steal_percent": None if steal is None else round(steal, 1),
+              "machine": {**result.get("machine", {}), "cpu": cpu}}
+    if announce:
+        print(f"cpu: {cpu['model'] or 'unknown'} ({', '.join(cpu['matrix_isa']) or 'no AVX2'}); "
+              f"compare figures only between runs on the same kind", flush=True)
     if steal is not None and steal > STEAL_WARNING_PERCENT:
         print(f"warning: the hypervisor took {steal:.0f}% of the CPU during this run: its "
               f"wall times are not comparable with a quiet run's", flush=True)

@@ -36,6 +36,8 @@ import time
 
 import psutil
 
+from bench_common import cpu_info
+
 PACKAGES = ("asc-music", "drascula-music")
 TARGETS = {"realtime_factor_min": 100, "peak_rss_mb_max": 1024}
 MB = 1 << 20
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_repeat": runs, "targets": TARGETS, "meets_targets": meets,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(),
-                    "memory_mb": round(psutil.virtual_memory().total / MB)},
+                    "memory_mb": round(psutil.virtual_memory().total / MB), "cpu": cpu_info()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json_atomic(args.json, result)

@@ -132,7 +132,7 @@ def main() -> int:
             if is_chief(strategy):
                 write_result(args.json, {"train_step_s_median": step_s,
                                          "train_step_first_call_s": first_step,
-                                         "peak_rss_mb": peak_rss_mb()})
+                                         "peak_rss_mb": peak_rss_mb()}, announce=False)
             return 0
     train_tps = batch * n_ctx / step_s
     print(f"train step: {step_s:.3f} s median ({batch} x {n_ctx} tokens"

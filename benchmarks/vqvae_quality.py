@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from bench_common import write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AUDIO = (".ogg", ".mp3", ".flac", ".wav")
@@ -115,11 +116,7 @@ def main() -> int:
               "trained_seconds": trained_seconds,
               "checkpoint_step": ckpt, "held_out": held_out,
               "training_tracks": len(training), "run": run, "levels": per_level}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.json + ".tmp", args.json)
-    return 0
+    return write_result(args.json, result)
 
 
 def tf_latest_step(run: str) -> int | None:

@@ -1,4 +1,5 @@
-"""benchmarks/bench_common.py: the CPU steal figure every benchmark result carries."""
+"""benchmarks/bench_common.py: the CPU steal figure and CPU kind every benchmark result
+carries."""
 
 import importlib.util
 import json
@@ -29,6 +30,44 @@ def test_result_records_steal_and_warns_when_high(tmp_path, monkeypatch, capsys)
     assert bench_common.write_result(str(path), {"meets_targets": {"a": True}}) == 0
     assert json.loads(path.read_text())["cpu_steal_percent"] == 40.0
     assert "took 40% of the CPU" in capsys.readouterr().out
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+model name\t: {model}
+flags\t\t: fpu sse2 avx2 fma {extra}
+
+processor\t: 1
+model name\t: {model}
+flags\t\t: fpu sse2 avx2 fma {extra}
+"""
+
+
+@pytest.mark.parametrize("model,extra,isa", [
+    ("AMD EPYC", "avx512f avx512_vnni avx512_bf16 avx512_vp2intersect",
+     ["avx512_bf16", "avx512_vnni", "avx512f", "avx2"]),
+    ("Intel(R) Xeon(R) Platinum 8480C", "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8",
+     ["amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"]),
+    ("Old CPU", "", ["avx2"])])
+def test_cpu_info_names_the_model_and_its_matrix_instruction_sets(tmp_path, model, extra, isa):
+    path = tmp_path / "cpuinfo"
+    path.write_text(_CPUINFO.format(vendor="x", model=model, extra=extra))
+    assert bench_common.cpu_info(str(path)) == {"model": model, "matrix_isa": isa}
+    assert bench_common.cpu_info(str(tmp_path / "missing")) == {"model": None, "matrix_isa": []}
+
+
+def test_result_records_the_cpu_kind_beside_the_machine_it_was_given(tmp_path, monkeypatch,
+                                                                     capsys):
+    cpu = {"model": "AMD EPYC", "matrix_isa": ["avx512_bf16", "avx2"]}
+    monkeypatch.setattr(bench_common, "cpu_info", lambda: cpu)
+    monkeypatch.setattr(bench_common, "cpu_ticks", lambda: None)  # no steal warning either
+    path = tmp_path / "r.json"
+    bench_common.write_result(str(path), {"machine": {"cpus": 2}})
+    assert json.loads(path.read_text())["machine"] == {"cpus": 2, "cpu": cpu}
+    assert "cpu: AMD EPYC (avx512_bf16, avx2)" in capsys.readouterr().out
+    bench_common.write_result(str(path), {}, announce=False)  # a worker's part of a result
+    assert json.loads(path.read_text())["machine"] == {"cpu": cpu}
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("trained,inference", [("mixed_bfloat16", "float32"),

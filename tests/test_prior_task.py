@@ -303,3 +303,33 @@ def test_local_workers_report_the_failed_worker(codes_dir, tmp_path):
                                 "2"], capture_output=True, text=True, timeout=120)
     assert odd.returncode == 2 and "--batch-size 3 is not divisible by the 2 local" in odd.stderr
     assert "starting" not in odd.stdout  # checked before any worker starts
+
+
+# One worker of a TFX Trainer with several workers: what the stock Trainer executor does with
+# the run_fn (on Vertex or Kubeflow, TF_CONFIG names the cluster).
+_TRAINER_WORKER = """
+import sys, types
+from pipeline.components.trainer_fns import prior_run_fn
+codes, out, logs = sys.argv[1:]
+prior_run_fn(types.SimpleNamespace(
+    custom_config={"preset": "tiny", "level": 2, "batch_size": 2,
+                   "train": {"global_batch_size": 2, "checkpoint_every": 2, "log_every": 1}},
+    train_files=[codes + "/*"], train_steps=2, serving_model_dir=out, model_run_dir=logs))
+"""
+
+
+@pytest.mark.slow
+def test_tfx_prior_run_fn_trains_as_two_workers(codes_dir, tmp_path):
+    """The Trainer's run_fn under a two-worker TF_CONFIG: it creates the strategy before it
+    reads the codes (otherwise: "Collective ops must be configured at program startup")."""
+    import sys
+
+    from jukebox_tf.training.local_workers import run_local_workers
+
+    out, logs = tmp_path / "model", tmp_path / "model_run"
+    code = run_local_workers([codes_dir, str(out), str(logs)], 2, str(tmp_path / "workers"),
+                             program=[sys.executable, "-c", _TRAINER_WORKER])
+    assert code == 0, (tmp_path / "workers" / "worker-1.log").read_text()
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
+    assert load_prior_run(str(out)).config.level == 2
+    assert glob.glob(str(logs / "**" / "events.out.tfevents.*"), recursive=True)

@@ -4,6 +4,10 @@ The Trainer's `model` output (`<uri>/Format-Serving`) is a jukebox-tf run direct
 (task.json, train_config.json, checkpoints/), loadable with `load_vqvae_run` /
 `load_prior_run`; TensorBoard logs go to the `model_run` output. `custom_config` carries the
 preset, the level (priors) and TrainConfig fields; the steps come from `train_args`.
+
+Each run_fn creates its distribution strategy before it reads any data: under a multi-worker
+TF_CONFIG (a Trainer on Vertex or Kubeflow with several workers) the collectives must be
+configured before TensorFlow's runtime starts, and reading the dataset starts it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jukebox_tf.training import TrainConfig, train
+from jukebox_tf.training import TrainConfig, strategy_from_env, train
 
 
 def split_dir(patterns) -> str:
@@ -29,17 +33,22 @@ def _train_config(fn_args) -> TrainConfig:
     return TrainConfig(steps=int(fn_args.train_steps or 0), **fn_args.custom_config["train"])
 
 
+def _train(task, config: TrainConfig, fn_args, strategy) -> None:
+    train(task, config, fn_args.serving_model_dir, strategy=strategy, progress=_progress(),
+          tensorboard_dir=fn_args.model_run_dir)
+
+
 def vqvae_run_fn(fn_args) -> None:
     """Trains the VQ-VAE on the train split of AudioExampleGen's Examples."""
     from jukebox_tf.vqvae import get_preset
     from jukebox_tf.vqvae.task import VQVAETask
 
+    strategy = strategy_from_env()
     custom = fn_args.custom_config
     config = _train_config(fn_args)
     task = VQVAETask(get_preset(custom["preset"], sample_rate=custom["sample_rate"]),
                      split_dir(fn_args.train_files), config.global_batch_size)
-    train(task, config, fn_args.serving_model_dir, progress=_progress(),
-          tensorboard_dir=fn_args.model_run_dir)
+    _train(task, config, fn_args, strategy)
 
 
 def prior_run_fn(fn_args) -> None:
@@ -47,9 +56,9 @@ def prior_run_fn(fn_args) -> None:
     from jukebox_tf.prior import get_preset
     from jukebox_tf.prior.task import PriorTask
 
+    strategy = strategy_from_env()
     custom = fn_args.custom_config
     config = _train_config(fn_args)
     task = PriorTask.from_codes(get_preset(custom["preset"]), split_dir(fn_args.train_files),
                                 custom["level"], custom["batch_size"])
-    train(task, config, fn_args.serving_model_dir, progress=_progress(),
-          tensorboard_dir=fn_args.model_run_dir)
+    _train(task, config, fn_args, strategy)
