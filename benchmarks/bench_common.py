@@ -69,7 +69,8 @@ def steal_percent(before: list[int] | None, after: list[int] | None) -> float | 
 
 
 # The instruction sets the matrix products' speed turns on: the same 2-core task has run on
-# Intel hosts with AMX and on AMD hosts with AVX-512 BF16 only, and their figures differ 2.5x.
+# Intel hosts with AMX and on AMD hosts with AVX-512 BF16 only, and the prior's figures differ
+# 2-4x between them.
 MATRIX_ISA = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
 
 
@@ -97,8 +98,10 @@ def write_result(path: str, result: dict, announce: bool = True) -> int:
     result = {**result, "cpu_steal_percent": None if steal is None else round(steal, 1),
               "machine": {**result.get("machine", {}), "cpu": cpu}}
     if announce:
-        print(f"cpu: {cpu['model'] or 'unknown'} ({', '.join(cpu['matrix_isa']) or 'no AVX2'}); "
-              f"compare figures only between runs on the same kind", flush=True)
+        kind = cpu["model"] or "unknown"
+        if cpu["model"] or cpu["matrix_isa"]:  # no /proc/cpuinfo: nothing known of its flags
+            kind += f" ({', '.join(cpu['matrix_isa']) or 'no AVX2'})"
+        print(f"cpu: {kind}; compare figures only between runs on the same kind", flush=True)
     if steal is not None and steal > STEAL_WARNING_PERCENT:
         print(f"warning: the hypervisor took {steal:.0f}% of the CPU during this run: its "
               f"wall times are not comparable with a quiet run's", flush=True)

@@ -68,6 +68,9 @@ def test_result_records_the_cpu_kind_beside_the_machine_it_was_given(tmp_path, m
     bench_common.write_result(str(path), {}, announce=False)  # a worker's part of a result
     assert json.loads(path.read_text())["machine"] == {"cpu": cpu}
     assert capsys.readouterr().out == ""
+    monkeypatch.setattr(bench_common, "cpu_info", lambda: {"model": None, "matrix_isa": []})
+    bench_common.write_result(str(path), {})
+    assert "cpu: unknown; compare" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("trained,inference", [("mixed_bfloat16", "float32"),
