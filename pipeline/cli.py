@@ -2,7 +2,10 @@
 
     jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
         [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
-        [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
+        [--metadata FILE] [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
+
+The folders may be URIs (gs://...); ML Metadata is a local SQLite file (--metadata, default
+ROOT/metadata.sqlite, so required for a URI root).
     jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json --root gs://...
         [--data gs://...] [--serving-dir gs://...] [--preset ...]
 """
@@ -26,6 +29,9 @@ def add_arguments(parser) -> None:
     run_p.add_argument("--root", required=True, help="pipeline root (outputs and ML Metadata)")
     run_p.add_argument("--serving-dir", help="model base path the Pusher pushes versions to "
                        "(default ROOT/serving/jukebox)")
+    run_p.add_argument("--metadata", metavar="FILE",
+                       help="local SQLite file for ML Metadata (default ROOT/metadata.sqlite; "
+                            "needed when ROOT is a URI such as gs://...)")
     run_p.add_argument("--no-cache", action="store_true", help="re-run every component")
     _common(run_p)
     run_p.set_defaults(pipeline_func=run)
@@ -72,15 +78,24 @@ def main(args) -> int:
 
 
 def run(args) -> int:
+    from jukebox_tf import storage
     from jukebox_tf.errors import JukeboxError
     from pipeline import local_runner
 
-    if not os.path.isdir(args.data):
+    if not storage.isdir(args.data):
         raise JukeboxError(f"--data {args.data!r}: not a folder")
+    if storage.is_remote(args.root) and not args.metadata:
+        raise JukeboxError(f"--root {args.root!r} is not a local folder: give --metadata FILE, "
+                           f"a local SQLite file for ML Metadata")
+    if args.metadata and storage.is_remote(args.metadata):
+        raise JukeboxError(f"--metadata {args.metadata!r}: ML Metadata's SQLite file must be "
+                           f"local")
+    metadata = os.path.abspath(args.metadata) if args.metadata else None
     config = config_from_args(args)
     serving = local_runner.run(args.data, args.root, config, serving_model_dir=args.serving_dir,
-                               beam_pipeline_args=args.beam_arg, enable_cache=not args.no_cache)
-    print(format_summary(args.root, serving))
+                               beam_pipeline_args=args.beam_arg, enable_cache=not args.no_cache,
+                               metadata_file=metadata)
+    print(format_summary(args.root, serving, metadata))
     return 0
 
 
@@ -94,22 +109,26 @@ def compile_spec(args) -> int:
     return 0
 
 
-def format_summary(root: str, serving_dir: str) -> str:
-    """What each component did, the blessing, the pushed version and where things are."""
+def format_summary(root: str, serving_dir: str, metadata_file: str | None = None) -> str:
+    """What each component did, the blessing, the pushed version and where things are.
+    metadata_file: the SQLite ML Metadata (default ROOT/metadata.sqlite)."""
     import json
 
+    from jukebox_tf import storage
     from pipeline.local_runner import metadata_path
     from pipeline.metadata import custom_property, last_run, open_store
 
-    with open_store(root) as store:
+    root = storage.abspath(root)
+    metadata_file = metadata_file or metadata_path(root)
+    with open_store(metadata_file) as store:
         nodes = last_run(store)
-    lines = [f"pipeline root {os.path.abspath(root)} (ML Metadata {metadata_path(root)})"]
+    lines = [f"pipeline root {root} (ML Metadata {metadata_file})"]
     lines += [f"  {name:28s} {node.state.lower()}" for name, node in nodes.items()]
     examples = nodes.get("AudioExampleGen")
     if examples and "examples" in examples.outputs:
         report_path = os.path.join(examples.output("examples").uri, "ingest_report.json")
-        if os.path.isfile(report_path):
-            with open(report_path) as f:
+        if storage.isfile(report_path):
+            with storage.open(report_path) as f:
                 report = json.load(f)
             for item in report.get("rejected", []):
                 lines.append(f"  rejected {item['path']}: {item['reason']}")
@@ -126,8 +145,7 @@ def format_summary(root: str, serving_dir: str) -> str:
                          f"{custom_property(pushed, 'pushed_destination')}")
         else:
             lines.append(f"nothing pushed (not blessed); serving base path {serving_dir}")
-    lines.append(f"TensorBoard (every Trainer's logs): tensorboard --logdir "
-                 f"{os.path.abspath(root)}")
+    lines.append(f"TensorBoard (every Trainer's logs): tensorboard --logdir {root}")
     return "\n".join(lines)
 
 

@@ -1,17 +1,20 @@
 """The pipeline on a remote filesystem: every URI under ram://, standing in for gs://.
 
 ram:// is TensorFlow's in-memory filesystem, made visible to Beam and TFX by
-`ram_filesystem`. One module fixture runs the whole local pipeline (LocalDagRunner, tiny
-preset, one training step per model) with its audio, pipeline root and serving base path
-under ram:// (only the SQLite ML Metadata is local), from an empty working folder and with an
-empty temporary folder: a path handed to plain file I/O would fail, or land as `./ram:/...`
+`ram_filesystem`. One module fixture runs the whole local pipeline with `jukebox-tf pipeline
+run` (LocalDagRunner, tiny preset, one training step per model) with its audio, pipeline root
+and serving base path under ram:// (only the SQLite ML Metadata is local, `--metadata`), from
+an empty working folder and with an empty temporary folder: a path handed to plain file I/O would fail, or land as `./ram:/...`
 in the working folder. The barely trained model is not blessed, so the Pusher is then driven
 directly with blessings, to a ram:// base path.
 """
 
 import collections
+import contextlib
+import io
 import json
 import os
+import re
 import tempfile
 import uuid
 
@@ -35,10 +38,23 @@ def _config():
                       chunk_seconds=2.0, max_eval_chunks=4)
 
 
+def _pipeline_run(*args) -> tuple[int, str, str]:
+    """`jukebox-tf pipeline run ARGS` in this process (ram:// lives in its memory) with the
+    test's config: (exit code, stdout, stderr)."""
+    import pipeline.cli
+    from jukebox_tf.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.cli, "config_from_args", lambda args: _config())
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["pipeline", "run", *map(str, args)])
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from jukebox_tf.audio.demo_data import make_demo_data
-    from pipeline import local_runner
     from pipeline.metadata import last_run, open_store
 
     local = tmp_path_factory.mktemp("remote_fs")
@@ -54,13 +70,15 @@ def run(tmp_path_factory):
         mp.chdir(cwd)
         mp.setenv("TMPDIR", str(tmp))
         mp.setattr(tempfile, "tempdir", str(tmp))
-        serving = local_runner.run(f"{remote}/audio", f"{remote}/pipeline", _config(),
-                                   serving_model_dir=f"{remote}/serving/jukebox",
-                                   metadata_file=str(local / "metadata.sqlite"))
+        serving = f"{remote}/serving/jukebox"
+        code, summary, err = _pipeline_run(
+            "--data", f"{remote}/audio", "--root", f"{remote}/pipeline", "--serving-dir",
+            serving, "--metadata", local / "metadata.sqlite")
+    assert code == 0, err
     with open_store(str(local / "metadata.sqlite")) as store:
         nodes = last_run(store)
     yield {"local": local, "remote": remote, "serving": serving, "nodes": nodes,
-           "cwd": cwd, "tmp": tmp}
+           "cwd": cwd, "tmp": tmp, "summary": summary}
     ram_filesystem.clear(remote)
 
 
@@ -231,3 +249,26 @@ def test_pusher_writes_integer_versions_to_a_remote_base(run):
             with storage.open(f"{source}/Format-Serving/{rel}", "rb") as a, \
                     storage.open(f"{base}/{version}/{rel}", "rb") as b:
                 assert a.read() == b.read()
+
+
+def test_summary_reads_the_local_metadata_and_the_remote_outputs(run):
+    summary, remote = run["summary"], run["remote"]
+    assert f"pipeline root {remote}/pipeline (ML Metadata {run['local'] / 'metadata.sqlite'})" \
+        in summary
+    for name in COMPONENTS:
+        assert re.search(rf"^  {name} +complete$", summary, re.M), (name, summary)
+    assert "rejected broken.wav" in summary  # the ingest report, read from ram://
+    assert "NOT blessed" in summary and f"serving base path {run['serving']}" in summary
+    assert f"tensorboard --logdir {remote}/pipeline" in summary
+
+
+def test_a_uri_root_needs_a_local_metadata_file(run, tmp_path):
+    remote = run["remote"]
+    code, _, err = _pipeline_run("--data", f"{remote}/audio", "--root", f"{remote}/refused")
+    assert code == 2 and f"--root '{remote}/refused' is not a local folder: give --metadata" in err
+    code, _, err = _pipeline_run("--data", f"{remote}/audio", "--root", tmp_path,
+                                 "--metadata", f"{remote}/metadata.sqlite")
+    assert code == 2 and "ML Metadata's SQLite file must be local" in err
+    code, _, err = _pipeline_run("--data", f"{remote}/missing", "--root", tmp_path)
+    assert code == 2 and f"--data '{remote}/missing': not a folder" in err
+    assert not storage.exists(f"{remote}/refused")  # refused before anything was written
