@@ -144,6 +144,36 @@ def test_xla_compiled_loop_matches_greedy(stand_in, prime):
         sample_window(*args, temperature=0.0, chunk_size=5))
 
 
+@pytest.mark.parametrize("prime_len", [0, 1, 5, 13, 23])
+def test_exported_graph_sampler_primes_in_chunks_as_the_library_does(stand_in, prime, prime_len):
+    """The graph the SavedModel's `sample` runs, for a prior without one-pass priming (the
+    stand-in): whole chunks of 5, then the rest one position at a time, with the batch
+    unknown while tracing. Greedy, so its tokens must be the library sampler's."""
+    from jukebox_tf.export.graph_sampling import GraphSettings, sample_window_graph
+    from jukebox_tf.sampling import prior_api
+
+    assert prior_api.one_pass_prime(stand_in) is None
+    cond = stand_in.conditioning({"labels": labels_for([1, 2])})
+    n_ctx, n_new = stand_in.config.n_ctx, 12
+    expected = sample_window(stand_in, cond, prime[:, :prime_len], n_new, temperature=0.0,
+                             chunk_size=5)
+    tokens = np.zeros([2, n_ctx], np.int32)
+    tokens[:, :prime_len] = prime[:, :prime_len]
+    greedy = GraphSettings(temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32),
+                           top_p=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, n_ctx], tf.int32),
+                                  tf.TensorSpec([], tf.int32)])
+    def graph(tokens, length):
+        return sample_window_graph(stand_in, cond, tokens, length, n_new,
+                                   tf.zeros([2, 2], tf.int64), greedy, chunk_size=5)
+
+    out = graph(tokens, prime_len).numpy()
+    np.testing.assert_array_equal(out[:, :prime_len], prime[:, :prime_len])
+    np.testing.assert_array_equal(out[:, prime_len:prime_len + n_new], expected)
+    assert not out[:, prime_len + n_new:].any()
+
+
 def test_real_top_prior_with_labels_and_lyrics():
     """The contract as prior.py implements it: cached == naive with the same seed."""
     config = with_lyrics(prior_preset("tiny", l_bins=V, labels=True, artist_bins=8,

@@ -23,6 +23,7 @@ from jukebox_tf.prior.labels import LENGTH, OFFSET, TOTAL_LENGTH
 from jukebox_tf.prior.lyrics import lyric_window_tf
 from jukebox_tf.sampling import prior_api
 from jukebox_tf.sampling.filters import FILTERED, argmax, draw
+from jukebox_tf.sampling.sampler import prime_in_chunks, step_over
 
 
 @dataclasses.dataclass
@@ -108,7 +109,6 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
     [length, length + n_new). step: prior.step or a tf.function of it (one trace per step
     length, shared by every loop that calls it)."""
     step = step or prior.step
-    ctx = tokens.shape[1]
     batch = tf.shape(tokens)[0]
     cache = prior.init_cache(batch, cond)
     inputs = _shifted(tokens)
@@ -117,18 +117,8 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
     if prime is not None:
         cache = prime(inputs, length, cache, cond)
     else:
-        def step_over(cache, start, stop, size):
-            def body(position, cache):
-                piece = tf.slice(inputs, tf.stack([0, position]), [-1, size])
-                _, cache = step(piece, position, cache, cond)
-                return position + size, cache
-
-            return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
-
-        chunk = min(chunk_size, ctx)
-        whole = length // chunk * chunk
-        cache = step_over(cache, tf.constant(0), whole, chunk)
-        cache = step_over(cache, whole, length, 1)
+        cache, whole = prime_in_chunks(step, cond, inputs, cache, length, chunk_size)
+        cache = step_over(step, cond, inputs, cache, whole, length, 1)
     last = tf.gather(tokens, tf.maximum(length - 1, 0), axis=1)
     rows = tf.range(batch)
 

@@ -58,6 +58,28 @@ def _write_column(tokens, position, token):
     return write_slot(tokens[..., None], token[:, None, None], position)[..., 0]
 
 
+def step_over(step, cond, inputs, cache, start, stop, size: int):
+    """Feeds step inputs [start, stop) of inputs int32 [B, n_ctx] to `step` (a prior's step or
+    a tf.function of it) in chunks of the static `size` (stop - start a multiple of it);
+    returns the cache. B may be unknown (the exported graph sampler's batch)."""
+    rows = inputs.shape[0] if inputs.shape[0] is not None else -1
+
+    def body(position, cache):
+        piece = tf.slice(inputs, tf.stack([0, position]), [rows, size])
+        _, cache = step(piece, position, cache, cond)
+        return position + size, cache
+
+    return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
+
+
+def prime_in_chunks(step, cond, inputs, cache, length, chunk_size: int):
+    """(The cache with step inputs [0, whole) fed in chunks of min(chunk_size, n_ctx), whole):
+    whole = the largest multiple of the chunk <= length, so every step has a static shape."""
+    chunk = min(chunk_size, inputs.shape[1])
+    whole = length // chunk * chunk
+    return step_over(step, cond, inputs, cache, tf.constant(0), whole, chunk), whole
+
+
 class WindowSampler:
     """Compiled window sampling for one prior and one SamplerSettings.
 
@@ -76,18 +98,6 @@ class WindowSampler:
         s = self.settings
         return pick(logits, key, position, s.temperature, s.top_k, s.top_p, s.jit_compile)
 
-    def _step_over(self, cond, inputs, cache, start, stop, size):
-        """Feeds step inputs [start, stop) of inputs int32 [B, n_ctx] to the prior in chunks
-        of the static `size` (stop - start a multiple of it); returns the cache."""
-        batch = inputs.shape[0]
-
-        def body(position, cache):
-            chunk = tf.slice(inputs, [0, position], [batch, size])
-            _, cache = self.prior.step(chunk, position, cache, cond)
-            return position + size, cache
-
-        return tf.while_loop(lambda position, _: position < stop, body, (start, cache))[1]
-
     def _prime(self, cond, inputs, cache, length):
         """(The cache with step inputs [0, length) of inputs int32 [B, n_ctx] fed, or those of
         whole chunks of them; the first position still to step.)"""
@@ -97,9 +107,8 @@ class WindowSampler:
         # Whole chunks; the rest of the prime then goes through the per-token loop, whose copy
         # of the model the graph has anyway (tracing and XLA compilation stay short), with
         # static step shapes for any prime length.
-        chunk = min(self.settings.chunk_size, inputs.shape[1])
-        whole = length // chunk * chunk
-        return self._step_over(cond, inputs, cache, tf.constant(0), whole, chunk), whole
+        return prime_in_chunks(self.prior.step, cond, inputs, cache, length,
+                               self.settings.chunk_size)
 
     def _generate(self, cond, tokens, length, n_new, key):
         """tokens int32 [B, n_ctx]: the prime in [0, length), then anything -> the buffer with
