@@ -3,11 +3,11 @@
     jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
         [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
         [--metadata FILE] [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
-
-The folders may be URIs (gs://...); ML Metadata is a local SQLite file (--metadata, default
-ROOT/metadata.sqlite, so required for a URI root).
     jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json --root gs://...
         [--data gs://...] [--serving-dir gs://...] [--preset ...]
+
+`run`'s folders may be URIs (gs://...); its ML Metadata is a local SQLite file (--metadata,
+default ROOT/metadata.sqlite, so required for a URI root).
 """
 
 from __future__ import annotations
