@@ -216,7 +216,7 @@ def main() -> int:
         "xla": xla, "sampler": "cached compiled loop: one tf.function, tf.while_loop over "
                                "tokens, jit_compile=" + str(xla),
         # The step's precision: float32 unless --mixed-precision (bfloat16 runs its matrix
-        # products on AMX where the CPU has it: about 1.6x float32's tokens/s here).
+        # products on AMX or AVX-512 BF16: 1.5-1.6x float32's tokens/s on the hosts measured).
         "train_precision": args.mixed_precision or "float32",
         "train_workers": args.train_workers,
         "train_tokens_per_s": train_tps, "train_step_s_median": step_s,

@@ -4,8 +4,8 @@ Why: on a CPU-only host, one TensorFlow process leaves part of its cores idle du
 XLA-compiled step (XLA's CPU runtime runs the step's ops one after another, and its
 reductions on one thread). N workers with cores / N threads each keep every core busy; the
 only extra work is one all-reduce of the gradients per step. On the `small` prior with 2
-cores, two single-threaded workers train about 1.2x faster than one two-threaded process
-(benchmarks/README.md). The math is the same global batch, split between the workers.
+cores, two single-threaded workers trained 1.15-1.6x faster than one two-threaded process on
+an Intel Sapphire Rapids host, and 1.0-1.1x on an AMD EPYC host (benchmarks/README.md). The math is the same global batch, split between the workers.
 
 `run_local_workers(argv, n)` starts `python -m jukebox_tf *argv` n times, each with its
 own TF_CONFIG (worker 0 is the chief: it writes the checkpoints and TensorBoard logs and prints
@@ -67,7 +67,8 @@ def run_local_workers(argv: list[str], workers: int, log_dir: str,
                       threads: int | None = None, program: list[str] | None = None) -> int:
     """Runs `program *argv` (default `python -m jukebox_tf`) as `workers` processes of one
     cluster; returns 0, or the exit code of the first worker that failed. Worker k > 0 logs
-    to log_dir/worker-k.log. threads: intra-op threads per worker (default: cores / workers)."""
+    to log_dir/worker-k.log. threads: each worker's intra- and inter-op threads (default:
+    cores / workers)."""
     threads = threads or max(1, usable_cores() // workers)
     program = program or [sys.executable, "-m", "jukebox_tf"]
     ports = [portpicker.pick_unused_port() for _ in range(workers)]
