@@ -5,12 +5,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from jukebox_tf.vqvae import conv
 from jukebox_tf.vqvae.conv import Conv1D, Conv1DTranspose
 
 
+def tap_sum_conv(x, kernel, bias, dilation):
+    """The 'same' stride-1 dilated conv as a sum of shifted matmuls: a reference whose gradient
+    needs no conv kernel (without oneDNN, TensorFlow's CPU kernels cannot differentiate a
+    dilated conv, Keras' included)."""
+    k, length = kernel.shape[0], x.shape[1]
+    pad = (k - 1) // 2 * dilation
+    padded = tf.pad(x, [[0, 0], [pad, pad], [0, 0]])
+    return bias + sum(tf.einsum("bti,io->bto", padded[:, j * dilation:j * dilation + length],
+                                kernel[j]) for j in range(k))
+
+
+@pytest.mark.parametrize("dilation", [3, 9])
+def test_tap_sum_reference_equals_keras_forward(dilation):
+    rng = np.random.RandomState(dilation)
+    x = tf.constant(rng.randn(2, 64, 5).astype(np.float32))
+    ref = keras.layers.Conv1D(7, 3, dilation_rate=dilation, padding="same")
+    ref.build(x.shape)
+    np.testing.assert_allclose(tap_sum_conv(x, ref.kernel, ref.bias, dilation).numpy(),
+                               ref(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# With oneDNN, the input gradient of a dilated conv is TensorFlow's dilated transposed conv;
+# without, it is folded (the only one that runs there), which every host checks.
+@pytest.mark.parametrize("onednn", [True, False] if conv.ONEDNN else [False])
 @pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 1), (3, 1, 9), (3, 1, 27), (1, 1, 1),
                                                     (4, 2, 1)])
-def test_conv1d_matches_keras(kernel, stride, dilation):
+def test_conv1d_matches_keras(kernel, stride, dilation, onednn, monkeypatch):
+    monkeypatch.setattr(conv, "ONEDNN", onednn)
     rng = np.random.RandomState(kernel + dilation)
     x = tf.constant(rng.randn(2, 256, 5).astype(np.float32))
     ours = Conv1D(7, kernel, strides=stride, dilation_rate=dilation)
@@ -20,12 +46,16 @@ def test_conv1d_matches_keras(kernel, stride, dilation):
     ours.kernel.assign(rng.randn(*ours.kernel.shape).astype(np.float32))
     ours.bias.assign(rng.randn(7).astype(np.float32))
     ref.set_weights([ours.kernel.numpy(), ours.bias.numpy()])
+    if dilation > 1:
+        ref_call = lambda x: tap_sum_conv(x, ref.kernel, ref.bias, dilation)  # noqa: E731
+    else:
+        ref_call = ref
     w = tf.constant(rng.randn(2, 256 // stride, 7).astype(np.float32))
     grads = []
-    for layer in (ours, ref):
+    for layer, call in ((ours, ours), (ref, ref_call)):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x)
+            y = call(x)
             loss = tf.reduce_sum(y * w)
         grads.append([y] + tape.gradient(loss, [x, layer.kernel.value, layer.bias.value]))
     assert tuple(ours.compute_output_shape(x.shape)) == tuple(grads[0][0].shape)
@@ -35,7 +65,8 @@ def test_conv1d_matches_keras(kernel, stride, dilation):
 
 @pytest.mark.parametrize("dilation", [1, 9])
 def test_bfloat16_conv1d_matches_float32(dilation):
-    # Mixed precision takes oneDNN's own dilated gradient, float32 the folded one.
+    # Mixed precision takes oneDNN's own dilated gradient (without oneDNN the folded one),
+    # float32 the folded one.
     rng = np.random.RandomState(dilation)
     x = tf.constant(rng.randn(2, 256, 16).astype(np.float32))
     w = tf.constant(rng.randn(2, 256, 8).astype(np.float32))

@@ -12,14 +12,20 @@ float32 backward-weights kernel for dilated 1-D convs with 32 channels took 60% 
 train step, about 2.5x the time of the same conv undilated (benchmarks/vqvae.py). Its bfloat16
 kernel (mixed precision, AMX) has no such penalty, and the train step is 6% faster with it than
 with the fold. (1x1 convs as matmuls were measured too: no faster in either precision.)
+
+Where TensorFlow runs without oneDNN (its default on x86 CPUs without AVX-512 VNNI/BF16 or AMX,
+such as AVX2-only AMD EPYC and most laptops), the CPU's backward conv kernels reject dilation
+outright, so there both gradients of every dilated conv are taken in the folded form.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 
 PACKAGE = "jukebox_tf"  # Keras serialization namespace of the project's layers
+ONEDNN = _pywrap_util_port.IsMklEnabled()  # TF_ENABLE_ONEDNN_OPTS, else the CPU's features
 
 
 class _Conv(keras.layers.Layer):
@@ -59,7 +65,7 @@ class Conv1D(_Conv):
             return tf.squeeze(self.call(tf.expand_dims(x, 1)), 1)
         kernel = tf.cast(self.kernel, x.dtype)[None]
         if (self.dilation_rate > 1 and self.strides == 1 and self.kernel_size % 2
-                and x.dtype == tf.float32):
+                and (x.dtype == tf.float32 or not ONEDNN)):
             y = _dilated_conv(x, kernel, self.dilation_rate)
         else:
             y = tf.nn.conv2d(x, kernel, [1, 1, self.strides, 1], "SAME",
@@ -86,19 +92,39 @@ def _dilated_filter_grad(x, grad, kernel_shape, dilation: int):
     return tf.reshape(folded, kernel_shape)
 
 
+def _dilated_input_grad(grad, kernel, length, dilation: int):
+    """d(loss)/d(x) [B, length, I] of a 'same' stride-1 dilated conv, as the undilated one of
+    the folded gradient: grad [B, T, O]; kernel [1, k, I, O]."""
+    folded = _fold(grad, dilation)
+    shape = tf.shape(folded)
+    _, k, n_in, n_out = kernel.shape
+    x = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.stack([shape[0], shape[1], dilation, n_in]),
+        filter=tf.reshape(kernel, [k, 1, n_in, n_out]), out_backprop=folded,
+        strides=[1, 1, 1, 1], padding="SAME")
+    return tf.reshape(x, [shape[0], -1, n_in])[:, :length]
+
+
 def _dilated_conv(x, kernel, dilation: int):
     """The 'same' stride-1 conv of x [B, 1, T, I] by kernel [1, k, I, O], dilated along T, with
-    a faster filter gradient."""
+    a faster filter gradient (and, without oneDNN, an input gradient that runs at all)."""
     dilations = [1, 1, dilation, 1]
 
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(g):
-            grad_x = tf.nn.conv2d_transpose(g, kernel, tf.shape(x), 1, "SAME",
-                                            dilations=dilations)
-            grad_kernel = _dilated_filter_grad(tf.squeeze(x, 1), tf.squeeze(g, 1), kernel.shape,
+            if ONEDNN:
+                grad_x = tf.nn.conv2d_transpose(g, kernel, tf.shape(x), 1, "SAME",
+                                                dilations=dilations)
+            else:
+                grad_x = _dilated_input_grad(tf.squeeze(g, 1), kernel, tf.shape(x)[2],
+                                             dilation)[:, None]
+            # Eigen's half-precision filter gradient sums B x T products in bfloat16: 3% off.
+            wide = tf.float32 if not ONEDNN else x.dtype
+            grad_kernel = _dilated_filter_grad(tf.cast(tf.squeeze(x, 1), wide),
+                                               tf.cast(tf.squeeze(g, 1), wide), kernel.shape,
                                                dilation)
-            return grad_x, grad_kernel
+            return grad_x, tf.cast(grad_kernel, kernel.dtype)
 
         return tf.nn.conv2d(x, kernel, 1, "SAME", dilations=dilations), grad
 
