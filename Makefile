@@ -29,7 +29,10 @@ PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/pytho
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 \
 	&& { command -v "$$p" || echo "$$p"; } && break; done | head -n 1)
 
-.PHONY: help venv python demo test test-fast golden lock bench clean-venv
+# The real encoders the ingest tests make their corpus with (command:Debian package).
+ENCODERS := oggenc:vorbis-tools opusenc:opus-tools lame:lame flac:flac sox:sox ffmpeg:ffmpeg
+
+.PHONY: help venv encoders python demo test test-fast golden lock bench clean-venv
 
 help:
 	@echo "make demo    - set up the environment, synthesize demo data, run the pipeline on it"
@@ -70,6 +73,20 @@ venv:
 	  "$(UV)" pip install -q --python "$(PY)" --no-deps -e . >&2; \
 	fi
 
+# Installs the encoders that are missing (as root, or with passwordless sudo); the tests fail
+# with the same message when they are still missing.
+encoders:
+	@missing=""; for e in $(ENCODERS); do command -v "$${e%%:*}" >/dev/null || \
+	  missing="$$missing $${e##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the audio encoders the tests use:$$missing" >&2; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
+	    -y -qq --no-install-recommends $$missing; } >&2 || { echo "error: could not install" \
+	    "$$missing; install them (Debian: apt-get install$$missing) and run make test" \
+	    "again" >&2; exit 1; }; \
+	fi
+
 python: venv
 	@echo "$(PY)"
 
@@ -78,11 +95,11 @@ python: venv
 demo: venv
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
 
-test: venv
+test: venv encoders
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the tests marked slow: the quick loop while editing.
-test-fast: venv
+test-fast: venv encoders
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # Rewrites tests/golden/kubeflow_pipeline.json from the current pipeline (review the diff).

@@ -2,7 +2,7 @@
 
     jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
         [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
-        [--metadata FILE] [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
+        [--metadata FILE] [--strict] [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
     jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json --root gs://...
         [--data gs://...] [--serving-dir gs://...] [--preset ...]
 
@@ -57,10 +57,13 @@ def add_arguments(parser) -> None:
 
 
 def _common(p) -> None:
+    from jukebox_tf.cli.ingest import add_strict_option
+
     p.add_argument("--preset", default="tiny", choices=("tiny", "small"))
     for flag in STEP_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N",
                        help=f"override the preset's {flag.replace('_', ' ')}")
+    add_strict_option(p)
     p.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                    help="a Beam pipeline option for every Beam component, e.g. "
                         "--beam-arg=--direct_num_workers=2 (repeatable)")
@@ -70,7 +73,7 @@ def config_from_args(args):
     from pipeline.configs import get_config
 
     overrides = {f: getattr(args, f) for f in STEP_FLAGS if getattr(args, f) is not None}
-    return get_config(args.preset, **overrides)
+    return get_config(args.preset, strict_ingest=args.strict, **overrides)
 
 
 def main(args) -> int:
@@ -130,8 +133,9 @@ def format_summary(root: str, serving_dir: str, metadata_file: str | None = None
         if storage.isfile(report_path):
             with storage.open(report_path) as f:
                 report = json.load(f)
-            for item in report.get("rejected", []):
-                lines.append(f"  rejected {item['path']}: {item['reason']}")
+            for key, title in (("rejected", "rejected"), ("flagged", "flagged (kept)")):
+                lines += [f"  {title} {item['path']}: {item['reason']}"
+                          for item in report.get(key, [])]
     evaluator = next((n for k, n in nodes.items() if "Evaluator" in k), None)
     if evaluator and "blessing" in evaluator.outputs:
         blessed = custom_property(evaluator.output("blessing"), "blessed", 0)

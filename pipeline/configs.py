@@ -33,6 +33,7 @@ class PipelineConfig:
     code_batch_size: int = 8  # chunks per CodeGen encode call
     max_eval_chunks: int = 64
     model_name: str = MODEL_NAME
+    strict_ingest: bool = False  # reject truncated files instead of keeping what decodes
 
     def __post_init__(self):
         for field in ("vqvae_steps", "prior_steps", "upsampler_steps"):

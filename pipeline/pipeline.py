@@ -38,7 +38,8 @@ def create_components(data_root: str, config: PipelineConfig, serving_model_dir:
     example_gen = AudioExampleGen(
         input_base=data_root, eval_ratio=config.eval_ratio,
         ingest_config=IngestConfig(sample_rate=config.sample_rate,
-                                   chunk_seconds=config.chunk_seconds))
+                                   chunk_seconds=config.chunk_seconds,
+                                   strict=config.strict_ingest))
     examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = AudioSchemaGen(statistics=statistics_gen.outputs["statistics"],

@@ -39,6 +39,21 @@ def test_ingest_prints_summary_and_rejections(tmp_path, write_audio, cli):
     assert manifest["counts"]["files_ok"] == 1
 
 
+def test_ingest_keeps_a_truncated_file_flagged_and_strict_rejects_it(tmp_path, write_audio,
+                                                                      cli):
+    path = write_audio("cut.wav", tone(4.0, 22050), 22050)
+    path.write_bytes(path.read_bytes()[:44 + 2 * 22050 * 3])  # 3 s of the 4 the header says
+    result = cli("ingest", tmp_path / "in", tmp_path / "out", "--sample-rate", "22050",
+                 "--quiet", check=True)
+    assert ("flagged (kept): 1\n  cut.wav: truncated: the data chunk declares 4.00 s, the file "
+            "holds 3.00 s; kept 3.00 s of 4.00 s") in result.stdout
+    result = cli("ingest", tmp_path / "in", tmp_path / "strict", "--sample-rate", "22050",
+                 "--quiet", "--strict")
+    assert result.returncode == 1  # nothing ingested
+    assert ("rejected: 1\n  cut.wav: truncated: the data chunk declares 4.00 s, the file holds "
+            "3.00 s; rejected (strict)") in result.stdout
+
+
 def test_ingest_usage_errors(tmp_path, cli):
     result = cli("ingest", tmp_path / "missing", tmp_path / "out")
     assert result.returncode == 2
@@ -67,6 +82,17 @@ def test_pipeline_compile_writes_a_kubeflow_spec_for_the_image(tmp_path, cli):
     pusher = json.dumps(spec["root"]["dag"]["tasks"]["Pusher"])
     assert "gs://b/root/serving/jukebox" in pusher  # the default serving dir, under the root
     assert "gs://b/root/data" in json.dumps(spec["root"]["dag"]["tasks"]["AudioExampleGen"])
+
+
+def test_pipeline_compile_strict_makes_the_example_gen_reject_truncated_files(tmp_path, cli):
+    out = tmp_path / "pipeline.json"
+    for flags, strict in (((), False), (("--strict",), True)):
+        cli("pipeline", "compile", "--kubeflow", "--image", "reg/jukebox-tf:7", "-o", out,
+            "--root", "gs://b/root", *flags, check=True)
+        spec = json.loads(out.read_text())["pipelineSpec"]
+        params = spec["root"]["dag"]["tasks"]["AudioExampleGen"]["inputs"]["parameters"]
+        config = params["ingest_config"]["runtimeValue"]["constantValue"]["stringValue"]
+        assert json.loads(config)["strict"] is strict
 
 
 def test_pipeline_run_names_a_missing_data_folder(tmp_path, cli):

@@ -1,5 +1,7 @@
 """Decoding: every kind of bad file fails with its own one-line reason; good files stream."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -80,18 +82,77 @@ def test_zero_length_audio(tmp_path):
     expect_reason(tmp_path / "a.wav", r"zero-length audio")
 
 
-@pytest.mark.parametrize("ext,match", [
-    ("wav", r"truncated: header declares 44100 frames, the file holds 2\d{4}"),
-    ("flac", r"corrupt or truncated data: .*flac"),
-    ("mp3", r"truncated: header declares \d+ frames, only \d+ decode"),
-    ("ogg", r"zero-length audio.*truncated"),
+@pytest.mark.parametrize("ext,reason", [
+    ("wav", r"truncated: the data chunk declares 3\.00 s, the file holds 1\.50 s"),
+    ("flac", r"truncated: the header declares 3\.00 s, 1\.\d\d s decode \(decoder: .*flac"),
+    ("mp3", r"truncated: the last MPEG audio frame is cut off \(\d+ of its \d+ bytes"),
+    ("ogg", r"truncated: the last Ogg page is cut off \(\d+ of its \d+ bytes"),
 ])
-def test_truncated_files(tmp_path, ext, match):
+def test_truncated_files_keep_what_decodes_or_are_rejected_when_strict(tmp_path, ext, reason):
     path = tmp_path / f"a.{ext}"
-    sf.write(str(path), tone(1.0, 44100) + 0.01 * np.random.RandomState(0).randn(44100), 44100)
+    x = tone(3.0, 44100) + 0.01 * np.random.RandomState(0).randn(3 * 44100)
+    sf.write(str(path), x, 44100)
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
-    expect_reason(path, match)
+    with AudioReader(str(path)) as reader:
+        y = np.concatenate(list(reader.blocks(4096)))
+    assert 0.6 * 44100 < len(y) < 2.4 * 44100
+    [flag] = reader.flags
+    assert re.match(reason + r".*; kept \d\.\d\d s( of 3\.00 s)?$", flag), flag
+    assert f"kept {len(y) / 44100:.2f} s" in flag
+    if ext in ("wav", "flac"):  # lossless: what is kept is the source's first samples
+        np.testing.assert_allclose(y[:, 0], x[:len(y)], atol=1 / 32767)
+    with pytest.raises(AudioError, match=reason + r".*; rejected \(strict\)$"):
+        with AudioReader(str(path), strict=True) as reader:
+            list(reader.blocks(4096))
+
+
+def test_ogg_cut_before_its_first_audio_page_is_rejected(tmp_path):
+    sf.write(str(tmp_path / "a.ogg"), tone(1.0, 44100), 44100)
+    data = (tmp_path / "a.ogg").read_bytes()
+    (tmp_path / "a.ogg").write_bytes(data[:len(data) // 3])
+    expect_reason(tmp_path / "a.ogg", r"^truncated: the last Ogg page is cut off \(\d+ of its "
+                                      r"\d+ bytes are there\); nothing decodes "
+                                      r"\(libsndfile: [^)]+\)$")
+
+
+def ogg_pages(data):
+    pages, at = [], 0
+    while at < len(data):
+        count = data[at + 26]
+        size = 27 + count + sum(data[at + 27:at + 27 + count])
+        pages.append(data[at:at + size])
+        at += size
+    return pages
+
+
+def test_ogg_with_a_page_missing_keeps_the_rest_and_says_so(tmp_path):
+    noise = 0.3 * np.random.RandomState(0).randn(3 * 44100)  # many pages: noise compresses badly
+    sf.write(str(tmp_path / "a.ogg"), noise, 44100)
+    pages = ogg_pages((tmp_path / "a.ogg").read_bytes())
+    assert len(pages) > 8
+    (tmp_path / "gap.ogg").write_bytes(b"".join(pages[:5] + pages[6:]))
+    _, whole = decode_all(tmp_path / "a.ogg")
+    with AudioReader(str(tmp_path / "gap.ogg")) as reader:
+        y = np.concatenate(list(reader.blocks(4096)))
+    assert reader.flags == [f"Ogg pages are missing (page 5 of stream "
+                            f"{int.from_bytes(pages[0][14:18], 'little'):#x} is followed by "
+                            f"page 6)"]
+    assert 0.5 * len(whole) < len(y) < len(whole)
+
+
+def test_chained_ogg_decodes_every_stream_of_the_first_ones_format(tmp_path):
+    sf.write(str(tmp_path / "a.ogg"), tone(1.0, 44100), 44100)
+    sf.write(str(tmp_path / "b.ogg"), tone(2.0, 44100, 220.0), 44100)
+    sf.write(str(tmp_path / "c.ogg"), tone(1.0, 22050), 22050)
+    a, b, c = ((tmp_path / f"{n}.ogg").read_bytes() for n in "abc")
+    (tmp_path / "abc.ogg").write_bytes(a + b + c)
+    with AudioReader(str(tmp_path / "abc.ogg")) as reader:
+        y = np.concatenate(list(reader.blocks(4096)))
+    assert len(y) == 3 * 44100 and reader.info.frames == 3 * 44100
+    np.testing.assert_allclose(y[:44100, 0], decode_all(tmp_path / "a.ogg")[1][:, 0])
+    assert reader.flags == ["chained Ogg of 3 streams: skipped stream 3 (Vorbis 22050 Hz, 1 "
+                            "channel(s), unlike stream 1's Vorbis 44100 Hz, 1 channel(s))"]
 
 
 def test_float_wav_with_nan_and_inf(tmp_path):

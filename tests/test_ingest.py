@@ -66,7 +66,6 @@ def bad_input_dir(tmp_path, write_audio):
 
 EXPECTED_REJECTIONS = {
     "empty.wav": "empty file (0 bytes)",
-    "truncated.flac": "corrupt or truncated data",
     "text.wav": "not an audio file: unrecognised header bytes b'just som'",
     "song.m4a": "unsupported format '.m4a'",
     "zero.wav": "zero-length audio",
@@ -88,11 +87,18 @@ def test_bad_inputs_are_rejected_and_the_rest_is_ingested(bad_input_dir, tmp_pat
     # still ingested, as 'unknown'.
     (meta_problem,) = reasons.values()
     assert "row 3: field 'artist' is not valid UTF-8 (byte 0xE9)" in meta_problem
-    assert manifest["flagged"] == [{"path": "silent.wav",
-                                    "reason": "all-silent audio (peak below -80 dBFS); kept"}]
+    (silent, truncated) = manifest["flagged"]
+    assert silent == {"path": "silent.wav",
+                      "reason": "all-silent audio (peak below -80 dBFS); kept"}
+    # Cut in half: what decodes is kept, and the flag says why and how much.
+    kept = next(t["seconds"] for t in manifest["tracks"] if t["track_id"] == "truncated.flac")
+    assert 1.0 < kept < 3.0
+    assert truncated["path"] == "truncated.flac"
+    assert truncated["reason"].startswith("truncated: the header declares 4.00 s, ")
+    assert truncated["reason"].endswith(f"; kept {kept:.2f} s of 4.00 s")
     assert manifest["ignored"] == [{"path": "cover.jpg", "reason": "not an audio file"}]
     counts = manifest["counts"]
-    assert (counts["files_ok"], counts["files_rejected"]) == (5, 9)
+    assert (counts["files_ok"], counts["files_rejected"], counts["files_flagged"]) == (6, 8, 2)
     assert manifest["artists"] == ["unknown", "Alice", "Bob"]
     assert manifest["genres"] == ["unknown", "jazz", "pop", "rock"]
     assert (out / "artists.txt").read_text().splitlines() == manifest["artists"]
@@ -103,7 +109,9 @@ def test_bad_inputs_are_rejected_and_the_rest_is_ingested(bad_input_dir, tmp_pat
     for ex in examples:
         by_track.setdefault(ex["track_id"].decode(), []).append(ex)
     assert sorted(by_track) == ["good/a.wav", "good/b.flac", "good/c.ogg", "good/d.mp3",
-                                "silent.wav"]
+                                "silent.wav", "truncated.flac"]
+    # The chunks of a truncated track carry the length its header declares (the song's).
+    assert {e["track_length"] for e in by_track["truncated.flac"]} == {4 * 22050}
     a = sorted(by_track["good/a.wav"], key=lambda e: e["offset"])
     assert [e["offset"] for e in a] == [0, 220500, 441000]
     assert [e["num_samples"] for e in a] == [220500, 220500, 110250]
@@ -122,7 +130,17 @@ def test_bad_inputs_are_rejected_and_the_rest_is_ingested(bad_input_dir, tmp_pat
     c = by_track["good/c.ogg"][0]
     assert (c["artist"], c["artist_id"]) == (b"unknown", 0)
     assert by_track["silent.wav"][0]["silent"] == 1 and a[0]["silent"] == 0
-    assert manifest["total_seconds"] == pytest.approx(25 + 7 + 5 + 4 + 3, abs=0.01)
+    assert manifest["total_seconds"] == pytest.approx(25 + 7 + 5 + 4 + 3 + kept, abs=0.01)
+
+
+def test_strict_ingest_rejects_the_truncated_file(bad_input_dir, tmp_path):
+    config = IngestConfig(sample_rate=22050, chunk_seconds=10.0, workers=1, strict=True)
+    manifest = ingest(str(bad_input_dir), str(tmp_path / "out"), config, progress=False)
+    reasons = {r["path"]: r["reason"] for r in manifest["rejected"]}
+    assert reasons["truncated.flac"].startswith("truncated: the header declares 4.00 s, ")
+    assert reasons["truncated.flac"].endswith("; rejected (strict)")
+    assert [f["path"] for f in manifest["flagged"]] == ["silent.wav"]
+    assert "truncated.flac" not in {t["track_id"] for t in manifest["tracks"]}
 
 
 def test_stereo_and_overlapping_chunks(tmp_path, write_audio):

@@ -2,6 +2,7 @@
 track, reports bad files without failing, and each split is a readable jukebox-tf dataset."""
 
 import collections
+import dataclasses
 import gzip
 import json
 import shutil
@@ -23,9 +24,10 @@ from jukebox_tf.errors import JukeboxError
 from pipeline.components.audio_example_gen import (INGEST_CONFIG_KEY, REPORT, AudioExampleGen,
                                                    Executor, assign_splits, ingest_config_json)
 
-# Small decode blocks: the truncated file yields two chunks before its error is found.
+# Small decode blocks: the truncated file yields two chunks before its end is judged.
 CONFIG = IngestConfig(sample_rate=8000, chunk_seconds=1.0, min_chunk_seconds=0.25, workers=1,
                       block_seconds=1.0)
+STRICT = dataclasses.replace(CONFIG, strict=True)
 SPLITS = ("train", "eval")
 
 
@@ -75,22 +77,31 @@ def corpus(tmp_path_factory):
     data = (src / "truncated.flac").read_bytes()
     (src / "truncated.flac").write_bytes(data[:len(data) // 2])
     ingest(str(src), str(root / "ingested"), CONFIG, progress=False)
+    ingest(str(src), str(root / "ingested-strict"), STRICT, progress=False)
     examples = run_executor(src, root / "examples")
+    run_executor(src, root / "examples-strict", config=STRICT)
     return root, examples
 
 
-def test_chunks_are_byte_identical_to_the_library_ingest(corpus):
+@pytest.mark.parametrize("strict", [False, True])
+def test_chunks_are_byte_identical_to_the_library_ingest(corpus, strict):
     root, _ = corpus
-    reference = load_manifest(str(root / "ingested"))
-    expected = chunks_by_track([root / "ingested" / s["file"] for s in reference["shards"]], "")
+    suffix = "-strict" if strict else ""
+    reference = load_manifest(str(root / f"ingested{suffix}"))
+    expected = chunks_by_track([root / f"ingested{suffix}" / s["file"]
+                                for s in reference["shards"]], "")
     got = {}
     for split in SPLITS:
-        split_chunks = chunks_by_track((root / "examples" / f"Split-{split}").glob("*.gz"),
-                                       "GZIP")
+        split_chunks = chunks_by_track(
+            (root / f"examples{suffix}" / f"Split-{split}").glob("*.gz"), "GZIP")
         assert not set(split_chunks) & set(got)  # never the same track in two splits
         got.update(split_chunks)
+    # The truncated file keeps the 2.56 s that decode (3 chunks); strict, it is rejected, and
+    # the chunks it gave before its end was judged are gone.
+    truncated = expected.pop("truncated.flac", set())
+    assert len(truncated) == (0 if strict else 3)
     assert len(expected) == 6 and sum(map(len, expected.values())) == 18  # 6 tracks x 3 chunks
-    assert got == expected  # without the chunks the truncated file gave before its error
+    assert got == {**expected, **({"truncated.flac": truncated} if truncated else {})}
 
 
 def test_splits_share_no_track_and_are_readable_datasets(corpus):
@@ -132,15 +143,22 @@ def test_bad_files_are_reported_not_fatal(corpus):
     root, examples = corpus
     report = json.loads((root / "examples" / REPORT).read_text())
     reasons = {r["path"]: r["reason"] for r in report["rejected"]}
-    assert set(reasons) == {"bad.wav", "song.m4a", "truncated.flac"}
+    assert set(reasons) == {"bad.wav", "song.m4a"}
     assert reasons["song.m4a"].startswith("unsupported format '.m4a'")
     assert reasons["bad.wav"].startswith("not an audio file: unrecognised header bytes")
-    assert reasons["truncated.flac"].startswith("corrupt or truncated data")
-    assert report["rejected"] == load_manifest(str(root / "ingested"))["rejected"]
-    assert report["counts"]["files_ok"] == 6 and report["counts"]["files_rejected"] == 3
-    assert examples.get_int_custom_property("files_ok") == 6
-    assert examples.get_int_custom_property("files_rejected") == 3
+    reference = load_manifest(str(root / "ingested"))
+    assert report["rejected"] == reference["rejected"]
+    [flag] = [f for f in report["flagged"] if f["path"] == "truncated.flac"]
+    assert flag["reason"].startswith("truncated: the header declares 6.00 s, 2.")
+    assert report["flagged"] == reference["flagged"]  # the CLI and the pipeline agree
+    assert report["counts"]["files_ok"] == 7 and report["counts"]["files_rejected"] == 2
+    assert examples.get_int_custom_property("files_ok") == 7
+    assert examples.get_int_custom_property("files_rejected") == 2
     assert not list((root / "examples").rglob("*.tmp-*"))
+    strict = json.loads((root / "examples-strict" / REPORT).read_text())
+    assert strict["rejected"] == load_manifest(str(root / "ingested-strict"))["rejected"]
+    reasons = {r["path"]: r["reason"] for r in strict["rejected"]}
+    assert reasons["truncated.flac"] == flag["reason"].split("; kept")[0] + "; rejected (strict)"
 
 
 def test_a_folder_without_a_good_file_fails_clearly(tmp_path):
@@ -209,7 +227,7 @@ def test_gzip_manifest_reads_the_same_batches(corpus, tmp_path):
             drop_remainder=False)]
 
     got, want = batches(packed), batches(plain)
-    assert len(got) == len(want) == 5  # 18 chunks
+    assert len(got) == len(want) == 6  # 21 chunks
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
         for key in w:

@@ -61,6 +61,7 @@ class IngestConfig:
     shards: int | None = None  # None: one per ~256 MiB
     workers: int | None = None  # None: one per CPU; 1 runs in this process
     block_seconds: float = 8.0  # decode granularity; bounds memory per worker
+    strict: bool = False  # reject truncated or damaged files instead of keeping what decodes
 
     def __post_init__(self):
         if self.channels not in (1, 2):
@@ -157,9 +158,12 @@ def rejecting(result: TrackResult) -> Iterator[None]:
 def track_examples(job: TrackJob, result: TrackResult) -> Iterator[bytes]:
     """Decodes, mixes, resamples and chunks one file, streaming: yields its serialized chunk
     Examples in order and fills `result` (source format, chunks; frames and flags once the
-    file is exhausted). Raises AudioError for a bad file, possibly after some chunks."""
+    file is exhausted). Raises AudioError for a bad file, possibly after some chunks.
+
+    A file cut short keeps what decodes (flagged), its chunks labelled with the length its
+    header declares: the song's length, which the timing conditioning wants."""
     config = job.config
-    with AudioReader(job.path) as reader:
+    with AudioReader(job.path, strict=config.strict) as reader:
         info = reader.info
         check_rate(info.sample_rate)
         result.source_rate, result.source_channels = info.sample_rate, info.channels
@@ -170,7 +174,7 @@ def track_examples(job: TrackJob, result: TrackResult) -> Iterator[bytes]:
                           int(config.min_chunk_seconds * config.sample_rate))
         block_frames = max(1024, int(config.block_seconds * info.sample_rate))
         peak = 0.0
-        emitted = 0  # frames handed to the chunker, clamped to the declared length
+        emitted = 0  # frames handed to the chunker
 
         def encode(chunks):
             for offset, chunk in chunks:
@@ -181,7 +185,6 @@ def track_examples(job: TrackJob, result: TrackResult) -> Iterator[bytes]:
 
         def feed(out):
             nonlocal emitted
-            out = out[:max(0, total - emitted)]
             emitted += len(out)
             return encode(chunker.push(out))
 
@@ -192,10 +195,9 @@ def track_examples(job: TrackJob, result: TrackResult) -> Iterator[bytes]:
             if _progress:
                 _progress(len(block) / info.sample_rate)
         yield from feed(resampler.flush())
-        if emitted < total:  # MP3 within its length slack: pad to the declared length
-            yield from feed(np.zeros((total - emitted, config.channels), np.float32))
         yield from encode(chunker.finish())
-    result.frames = total
+        result.flags.extend(reader.flags)
+    result.frames = emitted
     if peak < schema.SILENCE_PEAK:
         result.flags.append("all-silent audio (peak below -80 dBFS); kept")
     if peak > 1.0:
@@ -421,7 +423,7 @@ def write_dataset_files(output_dir: str, manifest: dict) -> None:
 
 
 def flagged_files(ok: Sequence[TrackResult]) -> list[dict]:
-    """{"path", "reason"} per flag of the tracks kept (silent, clipped)."""
+    """{"path", "reason"} per flag of the tracks kept (truncated, silent, clipped...)."""
     return [{"path": r.track_id, "reason": flag} for r in ok for flag in r.flags]
 
 

@@ -6,6 +6,8 @@ Datasets go through `ingest`, which streams; these helpers hold one file in memo
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable
 
 import numpy as np
 import soundfile
@@ -30,13 +32,19 @@ def to_channels(block: np.ndarray, channels: int) -> np.ndarray:
     return block[:, :2]
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def load_audio(path: str, sample_rate: int, channels: int = 1,
-               max_seconds: float | None = None) -> np.ndarray:
+               max_seconds: float | None = None, strict: bool = False,
+               warn: Callable[[str], None] = _warn) -> np.ndarray:
     """Decodes, mixes and resamples a file: float32 [frames, channels] at `sample_rate`.
 
-    Raises AudioError with a one-line reason for files that cannot be used.
+    Raises AudioError with a one-line reason for files that cannot be used. A truncated file
+    gives what decodes, and `warn("PATH: reason; kept ...")` (AudioError when `strict`).
     """
-    with AudioReader(path) as reader:
+    with AudioReader(path, strict=strict) as reader:
         info = reader.info
         resampler = StreamResampler(info.sample_rate, sample_rate, channels)
         limit = None if max_seconds is None else int(max_seconds * info.sample_rate)
@@ -49,6 +57,8 @@ def load_audio(path: str, sample_rate: int, channels: int = 1,
             if limit is not None and taken >= limit:
                 break
         parts.append(resampler.flush())
+        for flag in reader.flags:
+            warn(f"{path}: {flag}")
     return np.concatenate(parts).astype(np.float32)
 
 

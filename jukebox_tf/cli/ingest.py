@@ -8,7 +8,8 @@ def register(subparsers) -> None:
         "ingest", help="decode, resample and chunk a folder of audio into TFRecords",
         description="Decode a folder of audio files (wav, flac, ogg, mp3, aiff), mix to mono "
         "(or keep stereo), resample, cut into chunks and write sharded TFRecords plus a "
-        "dataset.json manifest. Bad files are listed with a reason; the rest is ingested. "
+        "dataset.json manifest. Bad files are listed with a reason; the rest is ingested; "
+        "truncated files keep what decodes and are flagged (--strict rejects them). "
         "Running it again after an interruption reuses the tracks already done.")
     p.add_argument("input_dir", metavar="INPUT_DIR")
     p.add_argument("output_dir", metavar="OUTPUT_DIR")
@@ -17,6 +18,7 @@ def register(subparsers) -> None:
                    "genre, lyrics (default: INPUT_DIR/metadata.csv or metadata.jsonl if present)")
     p.add_argument("--shards", type=int, help="number of TFRecord shards (default: ~256 MiB each)")
     p.add_argument("--workers", type=int, help="decoding processes (default: one per CPU)")
+    add_strict_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -32,13 +34,20 @@ def add_audio_options(p, sample_rate: int = 44100, chunk_seconds: float = 24.0) 
                    help="1: mix to mono (default); 2: keep stereo")
 
 
+def add_strict_option(p) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="reject a truncated or damaged file (default: keep what decodes and "
+                        "flag the file with the reason and the seconds kept)")
+
+
 def config_from_args(args):
     from jukebox_tf.audio.ingest import IngestConfig
 
     return IngestConfig(sample_rate=args.sample_rate, channels=args.channels,
                         chunk_seconds=args.chunk_seconds, hop_seconds=args.hop_seconds,
                         shards=getattr(args, "shards", None),
-                        workers=getattr(args, "workers", None))
+                        workers=getattr(args, "workers", None),
+                        strict=getattr(args, "strict", False))
 
 
 def run(args) -> int:
