@@ -29,10 +29,19 @@ PYTHON310 ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/pytho
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 \
 	&& { command -v "$$p" || echo "$$p"; } && break; done | head -n 1)
 
+# The PyTorch reference of the parity tests: its own venv (Python 3.11, a CPU torch), keyed by
+# the hash of its lock; never the product's venv.
+TORCH_LOCK := tests/requirements-torch.txt
+TORCHREF := $(VENV_ROOT)/torchref-py311-$(shell sha256sum $(TORCH_LOCK) | cut -c1-16)
+PYTHON311 ?= $(shell for p in python3.11 $(HOME)/.pyenv/versions/3.11*/bin/python3.11 \
+	/usr/local/bin/python3.11 /usr/bin/python3.11; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 11)' >/dev/null 2>&1 \
+	&& { command -v "$$p" || echo "$$p"; } && break; done | head -n 1)
+
 # The real encoders the ingest tests make their corpus with (command:Debian package).
 ENCODERS := oggenc:vorbis-tools opusenc:opus-tools lame:lame flac:flac sox:sox ffmpeg:ffmpeg
 
-.PHONY: help venv encoders python demo test test-fast golden lock bench clean-venv
+.PHONY: help venv encoders torchref python demo test test-fast golden lock bench clean-venv
 
 help:
 	@echo "make demo    - set up the environment, synthesize demo data, run the pipeline on it"
@@ -87,6 +96,23 @@ encoders:
 	    "again" >&2; exit 1; }; \
 	fi
 
+# pip, not uv: the CPU torch wheel is found through pip's find-links on these machines.
+torchref:
+	@mkdir -p "$(VENV_ROOT)"
+	@if [ ! -f "$(TORCHREF)/.ready" ]; then \
+	  exec 9>"$(VENV_ROOT)/.create.lock"; flock 9; \
+	  if [ ! -f "$(TORCHREF)/.ready" ]; then \
+	    [ -n "$(PYTHON311)" ] || { echo "error: Python 3.11 not found (the PyTorch reference" \
+	      "of the parity tests needs it); install it, e.g. 'pyenv install 3.11.7'" >&2; exit 1; }; \
+	    echo "creating the PyTorch reference venv $(TORCHREF) (first run for its lock)" >&2; \
+	    rm -rf "$(TORCHREF)"; "$(PYTHON311)" -m venv "$(TORCHREF)" >&2; \
+	    "$(TORCHREF)/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+	      -r $(TORCH_LOCK) >&2 || { echo "error: could not install $(TORCH_LOCK) (a CPU build" \
+	      "of torch 2.13.0 for Python 3.11 is needed)" >&2; exit 1; }; \
+	    touch "$(TORCHREF)/.ready"; \
+	  fi; \
+	fi
+
 python: venv
 	@echo "$(PY)"
 
@@ -95,12 +121,14 @@ python: venv
 demo: venv
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
 
-test: venv encoders
-	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest $(XDIST) $(PYTEST_ARGS)
+test: venv encoders torchref
+	JUKEBOX_TORCH_PYTHON="$(TORCHREF)/bin/python" PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest \
+	  $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the tests marked slow: the quick loop while editing.
-test-fast: venv encoders
-	PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
+test-fast: venv encoders torchref
+	JUKEBOX_TORCH_PYTHON="$(TORCHREF)/bin/python" PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest \
+	  -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # Rewrites tests/golden/kubeflow_pipeline.json from the current pipeline (review the diff).
 golden: venv

@@ -13,12 +13,12 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jukebox_tf import __version__
-from jukebox_tf.cli import (demo, export, generate, ingest, make_demo_data, pipeline, prior,
-                            sample, serve, vqvae)
+from jukebox_tf.cli import (demo, export, generate, import_weights, ingest, make_demo_data,
+                            pipeline, prior, sample, serve, vqvae)
 from jukebox_tf.errors import JukeboxError
 
-COMMANDS = (ingest, make_demo_data, vqvae, prior, sample, export, serve, generate, pipeline,
-            demo)
+COMMANDS = (ingest, make_demo_data, vqvae, prior, import_weights, sample, export, serve, generate,
+            pipeline, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 import time
 
@@ -77,8 +78,10 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True,
         raise JukeboxError(f"{ckpt_dir}: no checkpoint to restore (has this run saved one yet?)")
     if use_ema and not any(name.startswith("ema/")
                            for name in checkpoints.checkpoint_variable_names(path)):
-        raise JukeboxError(f"checkpoint {path} has no EMA weights (the run had "
-                           f"TrainConfig.ema_decay=None): restore it with use_ema=False")
+        if not _imported(run_dir):
+            raise JukeboxError(f"checkpoint {path} has no EMA weights (the run had "
+                               f"TrainConfig.ema_decay=None): restore it with use_ema=False")
+        use_ema = False  # released weights (import-weights): already the averaged ones
     with global_dtype_policy(policy):
         model = task.build()
     ema = ExponentialMovingAverage(model.trainable_variables, 0.0) if use_ema else None
@@ -87,6 +90,15 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True,
     if ema:
         ema.copy_to(model.trainable_variables)
     return model
+
+
+def _imported(run_dir: str) -> bool:
+    """Whether the run was written by `import-weights` (its task.json says so)."""
+    path = layout.task_config_path(run_dir)
+    if not tf.io.gfile.exists(path):
+        return False
+    with tf.io.gfile.GFile(path) as f:
+        return "imported" in json.load(f)
 
 
 def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | None = None):
@@ -112,7 +124,12 @@ def model_variables(model: keras.Model) -> dict:
     silently be left out. Not the Keras paths either: those carry per-process name counters
     ("vqvae_1/..." for a second instance), while the order is fixed by the architecture.
     """
-    return {f"{i:05d}_{v.name}": tf_variable(v) for i, v in enumerate(model.variables)}
+    return dict(zip(variable_keys(model.variables), map(tf_variable, model.variables)))
+
+
+def variable_keys(variables) -> list[str]:
+    """The checkpoint key of each of `variables` (a model's, in order): see model_variables."""
+    return [f"{i:05d}_{v.name}" for i, v in enumerate(variables)]
 
 
 def dataset_seed(seed: int, start_step: int) -> int:
