@@ -193,3 +193,45 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, case, message):
         import_weights(fmt, model, [source], str(tmp_path / "out"), progress=quiet)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+VOCAB = os.path.join(FIXTURES, "vocab")
+
+
+@pytest.mark.parametrize("files", [["v2_artist_ids.txt", "v2_genre_ids.txt"],
+                                   ["artists.json", "genres.json", "lyrics.json"]])
+def test_the_original_names_find_the_original_ids(tmp_path, files):
+    from jukebox_tf.sampling.runs import plan_hierarchy
+
+    runs = import_weights("openai", "5b", [openai_file("5b_prior_level_2"), openai_file(
+        "vqvae")], str(tmp_path), vocab_files=[os.path.join(VOCAB, f) for f in files],
+        progress=quiet)
+    assert [os.path.basename(r) for r in runs] == ["vqvae", "prior_5b"]
+    plan = plan_hierarchy(None, runs[1])  # the VQ-VAE run it was imported beside
+    assert plan.vqvae_run == runs[0] and plan.vocab.scheme == "v2"
+    # The original's v2 names: lower case, runs of other characters made one '_'.
+    assert plan.label_ids("June & the Moths", ["Hip Hop", "soul"]) == (5, [4, 5, 6], [])
+    assert plan.label_ids("Ana Luísa Prado", []) == (12, [0], [])
+    assert plan.label_ids("various", ["rock"])[:2] == (0, [2])  # an alias of id 0
+    artist, genres, warnings = plan.label_ids("Nobody Anyone Knows", ["polka"])
+    assert (artist, genres) == (0, [0]) and len(warnings) == 2
+    assert "unknown artist 'Nobody Anyone Knows': using id 0 (unknown); known artists: " \
+           "'the_tin_lanterns', 'mara_okafor'" in warnings[0]
+    task = json.loads(open(os.path.join(runs[1], "task.json")).read())
+    assert task["codes"]["artists"][:3] == ["unknown", "the_tin_lanterns", "mara_okafor"]
+    assert task["codes"]["label_aliases"]["artists"] == {"various": 0, "": 0}
+
+
+def test_a_vocabulary_of_another_model_is_refused(tmp_path):
+    big = tmp_path / "v2_artist_ids.txt"
+    big.write_text("unknown;0\nsomeone;500\n")
+    with pytest.raises(JukeboxError, match=r"artist ids up to 500, but the model's artist "
+                                           r"embedding has 24 rows"):
+        import_weights("openai", "5b", [openai_file("5b_prior_level_2")], str(tmp_path / "o"),
+                       vocab_files=[str(big), os.path.join(VOCAB, "v2_genre_ids.txt")],
+                       progress=quiet)
+    with pytest.raises(JukeboxError, match=r"no v2 artist vocabulary given"):
+        import_weights("openai", "5b", [openai_file("5b_prior_level_2")], str(tmp_path / "o"),
+                       vocab_files=[os.path.join(VOCAB, "v3_artist_ids.txt"),
+                                    os.path.join(VOCAB, "v3_genre_ids.txt")], progress=quiet)
+    assert not (tmp_path / "o").exists()

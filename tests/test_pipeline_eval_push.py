@@ -49,6 +49,7 @@ def trained(tmp_path_factory):
     from jukebox_tf.audio.demo_data import make_demo_data
     from jukebox_tf.audio.ingest import IngestConfig, ingest
     from jukebox_tf.export import export_models
+    from jukebox_tf.prior.label_vocab import LabelVocab
     from jukebox_tf.prior import get_preset as prior_preset
     from jukebox_tf.prior.task import PriorTask, load_prior_run
     from jukebox_tf.training import TrainConfig, train
@@ -80,7 +81,8 @@ def trained(tmp_path_factory):
               runs[f"level{level}"], progress=False)
     priors = [load_prior_run(runs[f"level{level}"]) for level in range(3)]
     export = export_models(vqvae, priors, str(root / "export_base"),
-                           artists=manifest["artists"], genres=manifest["genres"])
+                           vocab=LabelVocab(tuple(manifest["artists"]),
+                                            tuple(manifest["genres"])))
     good = _model_dir(root / "model_good", runs, export.path)
     # A VQ-VAE trained zero steps (its initial weights), with the trained priors.
     untrained = save_run(VQVAETask(_vqvae_config(), None, 1), str(root / "vqvae_untrained"))

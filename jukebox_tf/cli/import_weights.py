@@ -21,11 +21,16 @@ def register(subparsers) -> None:
                    help="what to import: the VQ-VAE, the two upsamplers, or a top-level prior "
                         "(with a whole JukeboxModel save, the VQ-VAE and upsamplers in it too)")
     p.add_argument("--out", required=True, metavar="RUNS_DIR", help="folder for the runs")
+    p.add_argument("--vocab", nargs="+", default=[], metavar="FILE",
+                   help="the artist and genre names of the label ids: the original's "
+                        "jukebox/data/ids/v2_artist_ids.txt, v2_genre_ids.txt (5b, 5b_lyrics, "
+                        "upsamplers), v3_*.txt (1b_lyrics), or Hugging Face's artists.json "
+                        "and genres.json")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from jukebox_tf.released.importer import import_weights
 
-    import_weights(args.format, args.model, args.sources, args.out)
+    import_weights(args.format, args.model, args.sources, args.out, args.vocab)
     return 0

@@ -1,7 +1,7 @@
 """Trained models -> versioned SavedModels for TF Serving (`jukebox-tf export`).
 
     from jukebox_tf.export import export_models
-    result = export_models(vqvae, priors, "models/jukebox", artists=..., genres=...)
+    result = export_models(vqvae, priors, "models/jukebox", vocab=runs.vocab)
 
 export.py writes the version folder, module.py holds the signatures, graph_sampling.py the
 in-graph windowed sampling, versions.py the version numbering and atomic placement, warmup.py

@@ -1,7 +1,7 @@
 """Writing a versioned SavedModel of a trained hierarchy for TF Serving.
 
     result = export_models(vqvae, [upsampler_0, upsampler_1, top], "models/jukebox",
-                           artists=runs.artists, genres=runs.genres)
+                           vocab=runs.vocab)
     result.path      # models/jukebox/<version>
 
 MODEL_BASE/<version>/ holds:
@@ -29,7 +29,8 @@ import numpy as np
 
 from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
-from jukebox_tf.export.module import UNKNOWN, ExportInfo, JukeboxModule
+from jukebox_tf.export.module import ExportInfo, JukeboxModule
+from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.export.versions import write_version
 from jukebox_tf.export.warmup import WARMUP_FILE, example_inputs, write_warmup
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
@@ -123,14 +124,14 @@ def _tree_size(path: str) -> int:
 
 
 def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = None, *,
-                  artists: Sequence[str] = (UNKNOWN,), genres: Sequence[str] = (UNKNOWN,),
+                  vocab: LabelVocab = LabelVocab(),
                   limits: ExportLimits = ExportLimits(), model_name: str = "jukebox",
                   hop_fractions: Sequence[float] = HOP_FRACTIONS, chunk_size: int = 32,
                   warmup: bool = True, log=None) -> ExportResult:
     """Writes out_base/<version>/ (see the module docstring) atomically; version None: one
     more than the largest existing. priors: the top prior and/or upsamplers, in any order
-    (None entries ignored). artists / genres: the label vocabularies the priors' ids index
-    (id 0 = unknown), e.g. runs.Hierarchy.artists / genres."""
+    (None entries ignored). vocab: the names the priors' label ids stand for, e.g.
+    runs.Hierarchy.vocab."""
     import tensorflow as tf
 
     log = log or (lambda message: None)
@@ -138,8 +139,7 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
     by_level = _by_level(priors, vqvae.config.levels)
     if not any(p is not None for p in by_level):
         log("no priors: exporting encode, decode and metadata only")
-    info_kwargs = dict(artists=tuple(artists) or (UNKNOWN,), genres=tuple(genres) or (UNKNOWN,),
-                       hop_fractions=tuple(hop_fractions), chunk_size=chunk_size,
+    info_kwargs = dict(vocab=vocab, hop_fractions=tuple(hop_fractions), chunk_size=chunk_size,
                        model_name=model_name)
 
     def write(tmp: str, chosen: int) -> None:

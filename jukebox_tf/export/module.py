@@ -39,12 +39,11 @@ from typing import Sequence
 import tensorflow as tf
 
 from jukebox_tf.export.graph_sampling import GraphSettings, sample_level_graph
+from jukebox_tf.prior.label_vocab import LabelVocab, artist_key_tf, genre_keys_tf
 from jukebox_tf.prior.lyrics import tokenize_tf
 from jukebox_tf.sampling import prior_api
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
 from jukebox_tf.training.ema import tf_variable
-
-UNKNOWN = "unknown"
 
 PAD_CODE = -1  # codes past a row's own length (rows padded to the longest of a batch)
 
@@ -70,8 +69,7 @@ class ExportInfo:
     """What the export bakes in besides the weights."""
 
     version: int
-    artists: tuple[str, ...] = (UNKNOWN,)
-    genres: tuple[str, ...] = (UNKNOWN,)
+    vocab: LabelVocab = LabelVocab()  # the names the label ids stand for
     hop_fractions: tuple[float, ...] = HOP_FRACTIONS
     chunk_size: int = 32
     model_name: str = "jukebox"
@@ -88,18 +86,11 @@ class _Models:
         self.decode_fns: dict = {}  # level -> tf.function decoding that level's codes
 
 
-def _table(vocab: Sequence[str]) -> tf.lookup.StaticHashTable:
-    """Lower-cased, stripped name -> its index in `vocab` (the first, on duplicates); -1
-    when absent."""
-    keys, values = [], []
-    for i, name in enumerate(vocab):
-        key = name.strip().lower()
-        if key not in keys:
-            keys.append(key)
-            values.append(i)
+def _table(keys: dict[str, int]) -> tf.lookup.StaticHashTable:
+    """A name's key (label_vocab) -> its id; -1 when absent."""
     return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [""], tf.string),
-                                            tf.constant(values or [0], tf.int32)),
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(keys) or [""], tf.string),
+                                            tf.constant(list(keys.values()) or [0], tf.int32)),
         default_value=-1)
 
 
@@ -122,8 +113,8 @@ class JukeboxModule(tf.Module):
         self.vqvae_variables = [tf_variable(v) for v in vqvae.variables]
         self.prior_variables = {f"level_{level}": [tf_variable(v) for v in prior.variables]
                                 for level, prior in enumerate(priors) if prior is not None}
-        self.artist_table = _table(info.artists)
-        self.genre_table = _table(info.genres)
+        self.artist_table = _table(info.vocab.artist_table())
+        self.genre_table = _table(info.vocab.genre_table())
         self._check_priors()
 
         channels = config.channels
@@ -224,10 +215,9 @@ class JukeboxModule(tf.Module):
 
     # -- conditioning in graph -----------------------------------------------------------------
 
-    def _ids(self, table, vocab_size: int, names) -> tf.Tensor:
-        """Names (any case, padded) -> ids: the vocabulary's, else a decimal id below
-        vocab_size, else 0 (unknown)."""
-        key = tf.strings.lower(tf.strings.strip(names), encoding="utf-8")
+    def _ids(self, table, vocab_size: int, key) -> tf.Tensor:
+        """Keys (label_vocab) -> ids: the vocabulary's, else a decimal id below vocab_size,
+        else 0 (unknown)."""
         found = table.lookup(key)
         digits = tf.strings.regex_full_match(key, "[0-9]{1,9}")
         number = tf.strings.to_number(tf.where(digits, key, "0"), tf.int32)
@@ -235,13 +225,13 @@ class JukeboxModule(tf.Module):
         return tf.where(found >= 0, found, number)
 
     def _genre_ids(self, genres, max_words: int) -> tf.Tensor:
-        """Genre text [B] -> int32 [B, max_words]: words split as ingest splits them, looked
-        up; no word -> [0] (unknown); empty slots -1 (labels.make_labels)."""
-        text = tf.strings.regex_replace(tf.strings.lower(genres, encoding="utf-8"),
-                                        r"[\s,;/|]+", " ")
-        words = tf.strings.split(tf.strings.strip(text))
+        """Genre text [B] -> int32 [B, max_words]: its keys as label_vocab makes them (for
+        runs trained here, words split as ingest splits them), looked up; no key -> [0]
+        (unknown); empty slots -1 (labels.make_labels)."""
+        vocab = self._info.vocab
+        words = genre_keys_tf(genres, vocab.scheme)
         ids = tf.ragged.map_flat_values(
-            lambda w: self._ids(self.genre_table, len(self._info.genres), w), words)
+            lambda w: self._ids(self.genre_table, len(vocab.genres), w), words)
         ids = ids[:, :max_words]
         batch = tf.shape(genres)[0]
         dense = ids.to_tensor(default_value=-1, shape=tf.stack([batch, max_words]))
@@ -252,7 +242,9 @@ class JukeboxModule(tf.Module):
         """labels.make_labels rows int32 [B, 4 + max_words] with length 0 (set per window);
         total_samples, offset_samples int32 [B]."""
         batch = tf.shape(artist)[0]
-        artist_ids = self._ids(self.artist_table, len(self._info.artists), artist)
+        vocab = self._info.vocab
+        artist_ids = self._ids(self.artist_table, len(vocab.artists),
+                               artist_key_tf(artist, vocab.scheme))
         head = tf.stack([total_samples, offset_samples, tf.zeros([batch], tf.int32),
                          artist_ids], axis=1)
         return tf.concat([head, self._genre_ids(genres, max_words)], axis=1)
@@ -586,7 +578,8 @@ class JukeboxModule(tf.Module):
             "n_lyric_tokens": (prior_api.n_lyric_tokens(self.top_prior)
                                if self.top_prior is not None else 0),
             "hop_fractions": list(self._info.hop_fractions),
-            "artists": list(self._info.artists), "genres": list(self._info.genres),
+            "artists": list(self._info.vocab.artists), "genres": list(self._info.vocab.genres),
+            "label_names": self._info.vocab.scheme,
             "signatures": {name: SIGNATURES[name] for name in self.signature_names()},
         }
 

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior.label_vocab import LabelVocab, from_names, read_vocab
 from jukebox_tf.released import configs
 from jukebox_tf.released.sources import Part, read_parts
 from jukebox_tf.released.weight_map import Entry, hf_name, weight_map
@@ -41,6 +42,7 @@ class RunPlan:
     model: object  # the model built without values (keras.StatelessScope)
     entries: list[Entry]
     keys: list[str | None]  # the source key of each entry (None: filled)
+    vocab: LabelVocab | None = None  # a prior's label names
 
     @property
     def params(self) -> int:
@@ -110,8 +112,54 @@ def _config_of(part: Part, preset: str):
     return configs.hf_prior_config(part.config, preset, part.shared)
 
 
-def plan_import(fmt: str, model: str, paths: Sequence[str]) -> list[RunPlan]:
-    """Reads and checks everything `paths` hold for `model` (configs.MODELS); writes nothing."""
+def _vocab_files(paths: Sequence[str]) -> dict[tuple[str, str], str]:
+    """{(kind, version): path} of the given vocabularies: the original's v2/v3 id files or
+    Hugging Face's artists.json / genres.json (both versions in one file)."""
+    files = {}
+    for path in paths:
+        name = os.path.basename(path).lower()
+        kind = "artist" if "artist" in name else "genre" if "genre" in name else None
+        if "lyric" in name:
+            continue  # the character vocabularies are the original's, known here
+        if kind is None or not os.path.isfile(path):
+            raise JukeboxError(f"--vocab {path}: not an artist or genre vocabulary file (the "
+                               f"original's v2_artist_ids.txt... or Hugging Face's "
+                               f"artists.json, genres.json)")
+        versions = ("v2", "v3") if name.endswith(".json") else (
+            [v for v in ("v2", "v3") if name.startswith(v)] or [None])
+        if versions == [None]:
+            raise JukeboxError(f"--vocab {path}: the file name does not say v2 or v3 "
+                               f"(v2_artist_ids.txt, v3_genre_ids.txt...)")
+        for version in versions:
+            files.setdefault((kind, version), path)
+    return files
+
+
+def _label_vocab(config, kind: str, files: dict) -> LabelVocab | None:
+    """The prior's label names from the vocabulary files (None when none was given)."""
+    if not config.labels or not files:
+        return None
+    version = "v3" if kind == "1b_lyrics" else "v2"  # the original's labellers per model
+    tables = {}
+    for what, bins in (("artist", config.artist_bins), ("genre", config.genre_bins)):
+        path = files.get((what, version))
+        if path is None:
+            raise JukeboxError(f"--vocab: no {version} {what} vocabulary given ({version}_"
+                               f"{what}_ids.txt or {what}s.json); the {kind} prior's ids are "
+                               f"the {version} ones")
+        try:
+            tables[what] = from_names(read_vocab(path, version), version, bins, what, path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise JukeboxError(f"--vocab {path}: {e}") from None
+    (artists, artist_aliases), (genres, genre_aliases) = tables["artist"], tables["genre"]
+    return LabelVocab(artists, genres, version, artist_aliases, genre_aliases)
+
+
+def plan_import(fmt: str, model: str, paths: Sequence[str],
+                vocab_files: Sequence[str] = ()) -> list[RunPlan]:
+    """Reads and checks everything `paths` hold for `model` (configs.MODELS), and the label
+    vocabularies; writes nothing."""
+    files = _vocab_files(vocab_files)
     if model not in configs.MODELS:
         raise JukeboxError(f"--model {model!r}: choose from {', '.join(configs.MODELS)}")
     parts = read_parts(fmt, paths)
@@ -134,7 +182,9 @@ def plan_import(fmt: str, model: str, paths: Sequence[str]) -> list[RunPlan]:
             continue
         if part.level < 2:
             config = _config_of(part, configs.UPSAMPLER_PRESETS[part.level])
-            plans.append(_plan_run(f"upsampler_{part.level}", part, config))
+            plan = _plan_run(f"upsampler_{part.level}", part, config)
+            plan.vocab = _label_vocab(config, "upsampler", files)
+            plans.append(plan)
             continue
         config = _config_of(part, configs.TOP_MODELS[model])
         kind = configs.prior_kind(config)
@@ -143,7 +193,9 @@ def plan_import(fmt: str, model: str, paths: Sequence[str]) -> list[RunPlan]:
         if kind == "1b_lyrics":
             raise JukeboxError(f"{part.origin}: the 1b_lyrics prior (lyrics as a token prefix of "
                                f"one encoder-decoder) is not supported by this jukebox-tf yet")
-        plans.append(_plan_run(f"prior_{model}", part, config))
+        plan = _plan_run(f"prior_{model}", part, config)
+        plan.vocab = _label_vocab(config, kind, files)
+        plans.append(plan)
     return plans
 
 
@@ -184,8 +236,8 @@ def _task_json(plan: RunPlan, plans: list[RunPlan], out_dir: str, fmt: str, mode
     config = plan.config
     codes = {"level": config.level, "levels": config.levels, "hop_lengths": list(hops),
              "l_bins": config.l_bins, "sample_rate": config.sample_rate,
-             "artists": ["unknown"], "genres": ["unknown"],
-             "vqvae_run": os.path.abspath(os.path.join(out_dir, "vqvae")) if vqvae else None}
+             "vqvae_run": os.path.abspath(os.path.join(out_dir, "vqvae")) if vqvae else None,
+             **(plan.vocab or LabelVocab()).to_codes_info()}
     vocab = lyrics_lib.VOCAB_V2 if config.n_vocab == 80 else lyrics_lib.VOCAB_V3
     return {"prior": config.to_dict(), "codes_dir": None, "global_batch_size": 1,
             "codes": codes, "lyrics_vocab": vocab, "imported": imported}
@@ -227,7 +279,11 @@ def write_runs(plans: list[RunPlan], out_dir: str, fmt: str, model: str,
 
 
 def import_weights(fmt: str, model: str, paths: Sequence[str], out_dir: str,
+                   vocab_files: Sequence[str] = (),
                    progress: Callable[[str], None] = print) -> list[str]:
     """Checks, then writes the runs; returns their directories."""
-    plans = plan_import(fmt, model, paths)
+    plans = plan_import(fmt, model, paths, vocab_files)
+    if not vocab_files and any(getattr(p.config, "labels", False) for p in plans):
+        progress("no --vocab given: the priors' artist and genre ids have no names (sample "
+                 "with id 0, or import again with the original's id files)")
     return write_runs(plans, out_dir, fmt, model, progress)

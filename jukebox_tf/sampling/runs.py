@@ -17,8 +17,8 @@ import os
 from typing import Sequence
 
 from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior.label_vocab import UNKNOWN, LabelVocab
 
-UNKNOWN = "unknown"
 
 
 @dataclasses.dataclass
@@ -38,10 +38,17 @@ class Hierarchy:
     vqvae_run: str
     priors: list  # index = level; the loaded prior, or None (RunInfo from plan_hierarchy)
     runs: dict[int, RunInfo]  # level -> the run it comes from
-    artists: tuple[str, ...]  # the label vocabularies the ids index (id 0 = unknown)
-    genres: tuple[str, ...]
+    vocab: LabelVocab  # the names the label ids stand for (id 0 = unknown)
     notes: list[str]  # what was chosen for the user (e.g. the default VQ-VAE run)
     warnings: list[str] = dataclasses.field(default_factory=list)  # doubtful combinations
+
+    @property
+    def artists(self) -> tuple[str, ...]:
+        return self.vocab.artists
+
+    @property
+    def genres(self) -> tuple[str, ...]:
+        return self.vocab.genres
 
     @property
     def top(self) -> int:
@@ -58,7 +65,7 @@ class Hierarchy:
 
     def label_ids(self, artist: str | None, genres: Sequence[str] = ()
                   ) -> tuple[int, list[int], list[str]]:
-        return label_ids(artist, genres, self.artists, self.genres)
+        return label_ids(artist, genres, self.vocab)
 
 
 def _require_dir(path: str, what: str, flag: str):
@@ -165,17 +172,15 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
                             f"not)")
     # Label vocabularies: the top prior's (its ids start every sample), else an upsampler's.
     vocab_from = infos.get(top) or infos[max(infos)]
-    artists = tuple(vocab_from.codes.get("artists") or (UNKNOWN,))
-    genres = tuple(vocab_from.codes.get("genres") or (UNKNOWN,))
+    vocab = LabelVocab.from_codes_info(vocab_from.codes)
     for info in infos.values():
         if info is not vocab_from and info.config.get("labels") and (
-                tuple(info.codes.get("artists") or (UNKNOWN,)) != artists
-                or tuple(info.codes.get("genres") or (UNKNOWN,)) != genres):
+                LabelVocab.from_codes_info(info.codes) != vocab):
             warnings.append(f"{info.run_dir} was trained with other artist/genre "
                             f"vocabularies than {vocab_from.run_dir}: its labels follow the "
                             f"latter's ids")
     priors = [infos.get(level) for level in range(vq.levels)]
-    return Hierarchy(None, vq, vqvae_dir, priors, infos, artists, genres, notes, warnings)
+    return Hierarchy(None, vq, vqvae_dir, priors, infos, vocab, notes, warnings)
 
 
 def load_weights(plan: Hierarchy, levels: Sequence[int] | None = None,
@@ -199,42 +204,35 @@ def load_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
     return load_weights(plan_hierarchy(vqvae_dir, prior_dir, upsampler_dirs), use_ema=use_ema)
 
 
-def _lookup(name: str, vocab: Sequence[str]) -> int | None:
-    folded = name.strip().casefold()
-    for i, known in enumerate(vocab):
-        if known.casefold() == folded:
-            return i
-    return None
+def _known(names: Sequence[str], most: int = 12) -> str:
+    names = [n for n in names if n and n != UNKNOWN]
+    if not names:
+        return "none: trained without labels"
+    more = f" ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(repr(n) for n in names[:most]) + more
 
 
-def _known(vocab: Sequence[str]) -> str:
-    names = [n for n in vocab if n != UNKNOWN]
-    return ", ".join(repr(n) for n in names) if names else "none: trained without labels"
-
-
-def label_ids(artist: str | None, genres: Sequence[str], artists: Sequence[str],
-              genre_vocab: Sequence[str]) -> tuple[int, list[int], list[str]]:
-    """(artist id, genre word ids, warnings). Names match case-insensitively; genres are split
-    into words as ingest splits them ('synth pop; rock' -> synth, pop, rock); unknown names map
-    to id 0 with a warning listing the known ones. No genre -> [0] ('unknown'), as for tracks
-    without one in training."""
-    from jukebox_tf.audio.metadata import genre_words
-
+def label_ids(artist: str | None, genres: Sequence[str], vocab: LabelVocab
+              ) -> tuple[int, list[int], list[str]]:
+    """(artist id, genre ids, warnings): names as `vocab`'s naming scheme matches them
+    (label_vocab: for runs trained here, case-insensitively, genres split into words as ingest
+    splits them, 'synth pop; rock' -> synth, pop, rock); unknown names map to id 0 with a
+    warning naming known ones. No genre -> [0] ('unknown'), as for tracks without one in
+    training."""
     warnings = []
     artist_id = 0
     if artist:
-        found = _lookup(artist, artists)
+        found = vocab.artist_id(artist)
         if found is None:
             warnings.append(f"unknown artist {artist!r}: using id 0 ({UNKNOWN}); known "
-                            f"artists: {_known(artists)}")
+                            f"artists: {_known(vocab.artists)}")
         else:
             artist_id = found
     genre_ids = []
-    for word in genre_words(" ".join(genres)):
-        found = _lookup(word, genre_vocab)
+    for key, found in [pair for genre in genres for pair in vocab.genre_ids(genre)]:
         if found is None:
-            warnings.append(f"unknown genre {word!r}: using id 0 ({UNKNOWN}); known genres: "
-                            f"{_known(genre_vocab)}")
+            warnings.append(f"unknown genre {key!r}: using id 0 ({UNKNOWN}); known genres: "
+                            f"{_known(vocab.genres)}")
             found = 0
         genre_ids.append(found)
-    return artist_id, genre_ids, warnings
+    return artist_id, genre_ids or [0], warnings

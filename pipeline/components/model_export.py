@@ -53,7 +53,7 @@ class Executor(base_executor.BaseExecutor):
         serving_dir = path_utils.serving_model_dir(model.uri)
         with storage.temporary_directory("jukebox-export-", model.uri) as base:
             result = export_models(hierarchy.vqvae, hierarchy.priors, base, 1,
-                                   artists=hierarchy.artists, genres=hierarchy.genres,
+                                   vocab=hierarchy.vocab,
                                    limits=limits, model_name=exec_properties["model_name"])
             storage.rename(result.path, serving_dir)
         model.set_string_custom_property("signatures", ",".join(result.signatures))

@@ -1,0 +1,87 @@
+"""Runs imported from OpenAI's files (the fixtures written by the original code) go through
+the commands unchanged: `sample` in every mode with artist, genre and lyric names from the
+original's vocabularies, `export`, `serve` and `generate` over gRPC."""
+
+import contextlib
+import io
+import os
+
+import numpy as np
+import portpicker
+import pytest
+import soundfile as sf
+
+from jukebox_tf.released.importer import import_weights
+from test_cli_sample import load_npz, sample
+from test_export import export_args
+from test_serving_jukebox import generate_args
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "released")
+FILES = ["vqvae", "prior_level_0", "prior_level_1", "5b_lyrics_prior_level_2"]
+RATE = 44100
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("imported")
+    written = import_weights(
+        "openai", "5b_lyrics", [os.path.join(FIXTURES, "openai", f"{f}.pth.tar") for f in FILES],
+        str(out / "runs"), vocab_files=[os.path.join(FIXTURES, "vocab", f) for f in (
+            "v2_artist_ids.txt", "v2_genre_ids.txt")], progress=lambda message: None)
+    return out, dict(zip(["vqvae", "up0", "up1", "top"], written))
+
+
+def test_sample_runs_every_mode_with_the_original_names(runs):
+    out, r = runs
+    hierarchy = ["--prior", r["top"], "--upsamplers", r["up0"], r["up1"]]
+    stdout, stderr = sample(*hierarchy, "--mode", "ancestral", "--artist", "June & the Moths",
+                            "--genre", "Hip Hop", "--lyrics", "la la la, the moths", "--seconds",
+                            0.4, "--seed", 1, "-o", out / "ancestral", "--quiet")
+    assert "unknown artist" not in stderr and "unknown genre" not in stderr
+    codes, meta = load_npz(out / "ancestral")
+    assert {level: c.shape[1] for level, c in codes.items()} == {2: 137, 1: 548, 0: 2192}
+    audio, rate = sf.read(str(out / "ancestral" / "level_0" / "sample_0.wav"))
+    assert rate == RATE and len(audio) == 137 * 128 and np.isfinite(audio).all()
+    for mode, extra in (("continue", ["--codes", out / "ancestral" / "codes.npz",
+                                      "--seconds", 0.6]),
+                        ("upsample", ["--codes", out / "ancestral" / "codes.npz"])):
+        sample(*hierarchy, "--mode", mode, *extra, "--artist", "june_the_moths", "-o",
+               out / mode, "--quiet")
+        assert (out / mode / "level_0" / "sample_0.wav").exists()
+    sf.write(str(out / "prompt.wav"), audio[:RATE // 4], RATE)
+    sample(*hierarchy, "--mode", "primed", "--prompt", out / "prompt.wav", "--seconds", 0.5,
+           "-o", out / "primed", "--quiet")
+    primed, _ = load_npz(out / "primed")
+    assert primed[2].shape[1] == int(0.5 * RATE) // 128
+
+
+def test_export_serve_and_generate(runs):
+    from jukebox_tf.cli import export as export_cmd
+    from serving.options import Limits, ServerOptions
+    from serving.server import ModelServer
+    from serving.toy_model import write_model_config
+
+    out, r = runs
+    base = out / "models" / "jukebox"
+    args = export_args("--prior", r["top"], "--upsamplers", r["up0"], r["up1"], "--out", base,
+                       "--max-seconds", 2, "--no-warmup")
+    with contextlib.redirect_stderr(io.StringIO()):
+        export_cmd.check_args(args)
+        export_cmd.export_runs(args, export_cmd.load_runs(args))
+    config = write_model_config(str(out / "models.config"), "jukebox", str(base))
+    server = ModelServer(config, ServerOptions(
+        port=portpicker.pick_unused_port(), rest_port=portpicker.pick_unused_port(),
+        poll_seconds=0.2, limits=Limits(max_batch_size=2))).start()
+    try:
+        clip = out / "served.wav"
+        args = generate_args("--server", server.target, "--model", "jukebox", "--artist",
+                             "June & the Moths", "--genre", "hip hop", "--lyrics", "la la",
+                             "--seconds", 0.2, "--seed", 3, "-o", clip)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            assert args.func(args) == 0
+    finally:
+        server.stop()
+    audio, rate = sf.read(str(clip))
+    assert rate == RATE and len(audio) == round(0.2 * RATE) and np.isfinite(audio).all()
