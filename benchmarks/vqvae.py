@@ -2,6 +2,8 @@
 
     python benchmarks/vqvae.py --preset small --json PATH [--quick] [--threads 2]
                                [--mixed-precision bfloat16] [--precision bfloat16]
+    python benchmarks/vqvae.py --run RUN_DIR --json PATH [--quick] [--threads 2]
+                               [--precision bfloat16]
 
 Measures, on one process limited to `--threads` CPU threads (2 = the reference machine):
   * train_step_s_median: the compiled step `jukebox-tf train-vqvae` runs (forward, losses,
@@ -14,6 +16,13 @@ Medians over repeats after one warm-up call; the first-call time (tracing) is re
 Reference figures of the original PyTorch implementation on the same machine kind are in
 REFERENCE (1.33 s/step, 34 audio-s/s encode, 92 audio-s/s decode from level 0); the targets
 are 1.25x better on every figure.
+
+With --run, encode and decode are timed on the VQ-VAE of a run directory (one `train-vqvae` or
+`import-weights` wrote), restored as `jukebox-tf encode --run` restores it (its EMA weights;
+an imported run's own), instead of on a fresh --preset model. There is no train step then (its
+time does not depend on the weights: `--preset` of the same sizes gives it), nor a comparison
+with the PyTorch figures, which are the `small` VQ-VAE's; the table and the JSON (`run`,
+`run_imported`) say which run was timed.
 """
 
 from __future__ import annotations
@@ -23,7 +32,6 @@ import dataclasses
 import os
 import platform
 import sys
-import time
 
 from bench_common import peak_rss_mb, precision_copy, timed, write_result
 
@@ -36,6 +44,9 @@ SPEEDUP = 1.25
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--run", default=None, metavar="RUN_DIR",
+                        help="time encode and decode of this run's VQ-VAE instead of a fresh "
+                             "--preset model (no train step)")
     parser.add_argument("--json", required=True)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter clips")
     parser.add_argument("--threads", type=int, default=2)
@@ -47,6 +58,8 @@ def main() -> int:
                         help="encode and decode precision (`jukebox-tf encode/reconstruct "
                              "--precision`), whatever the training ran in")
     args = parser.parse_args()
+    if args.run and args.mixed_precision:
+        parser.error("--mixed-precision is the train step's option; --run times no train step")
 
     import numpy as np
     import tensorflow as tf
@@ -58,9 +71,12 @@ def main() -> int:
     from jukebox_tf.vqvae.task import VQVAETask
     from jukebox_tf.vqvae.vqvae import build_vqvae
 
-    config = dataclasses.replace(get_preset(args.preset), sample_length=args.sample_length)
     repeats = 3 if args.quick else 10
     rng = np.random.RandomState(0)
+    if args.run:
+        model, source = load_run(args.run, args.precision)
+        return time_codec(args, model, repeats, rng, source=source)
+    config = dataclasses.replace(get_preset(args.preset), sample_length=args.sample_length)
     t = np.arange(args.sample_length) / config.sample_rate
     windows = np.stack([0.3 * np.sin(2 * np.pi * rng.uniform(80, 2000) * t)
                         + 0.05 * rng.randn(len(t)) for _ in range(args.batch_size)])
@@ -80,6 +96,28 @@ def main() -> int:
 
     if args.mixed_precision or args.precision != "float32":
         model = precision_copy(model, lambda: build_vqvae(config), args.precision)
+    return time_codec(args, model, repeats, rng, step_s, first_step)
+
+
+def load_run(run_dir: str, precision: str):
+    """(model, run description) of a run directory's VQ-VAE, as `jukebox-tf encode` loads it."""
+    from jukebox_tf.training.run_dir import read_task_json
+    from jukebox_tf.vqvae.task import load_vqvae_run
+
+    saved = read_task_json(run_dir, "vqvae", "VQ-VAE", "train-vqvae")
+    return load_vqvae_run(run_dir, precision=precision), {
+        "run": os.path.abspath(run_dir), "run_imported": saved.get("imported")}
+
+
+def time_codec(args, model, repeats, rng, step_s=None, first_step=None,
+               source=None) -> int:
+    """Times encode and decode of `model` (a fresh preset model after the train step, or
+    with `source` from load_run, a run's), prints the table and writes the JSON."""
+    import numpy as np
+    import tensorflow as tf
+
+    source = source or {"run": None}
+    config = model.config
     clip_s = 4.0 if args.quick else 10.0
     top = config.hop_lengths[-1]
     length = int(clip_s * config.sample_rate) // top * top
@@ -96,9 +134,13 @@ def main() -> int:
         _, d = timed(lambda: dec(codes).numpy(), repeats)
         encode_levels.append(seconds / e)
         decode_levels.append(seconds / d)
+    timed_run = source["run"] is not None
     result = {
-        "preset": args.preset, "threads": args.threads, "quick": args.quick,
-        "batch_size": args.batch_size, "sample_length": args.sample_length,
+        "preset": None if timed_run else args.preset, **source, "threads": args.threads,
+        "quick": args.quick, "clip_s": seconds, "sample_rate": config.sample_rate,
+        "hop_lengths": list(config.hop_lengths),
+        "batch_size": None if timed_run else args.batch_size,
+        "sample_length": None if timed_run else args.sample_length,
         "mixed_precision": args.mixed_precision, "precision": args.precision,
         "train_step_s_median": step_s, "train_step_first_call_s": first_step,
         "encode_audio_s_per_s": seconds / all_s,
@@ -106,26 +148,38 @@ def main() -> int:
         "decode_level_audio_s_per_s": decode_levels,
         "peak_rss_mb": peak_rss_mb(),
         "params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-        "pytorch_reference": PYTORCH,
-        "speedup_vs_pytorch": {
-            "train_step": PYTORCH["train_step_s"] / step_s,
-            "encode": (seconds / all_s) / PYTORCH["encode_audio_s_per_s"],
-            "decode_l0": decode_levels[0] / PYTORCH["decode_l0_audio_s_per_s"]},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0], "tensorflow": tf.__version__},
     }
-    result["meets_targets"] = {k: v >= SPEEDUP for k, v in result["speedup_vs_pytorch"].items()}
-    rows = [("train step (s)", step_s, PYTORCH["train_step_s"]),
-            ("encode, all levels (audio-s/s)", result["encode_audio_s_per_s"],
-             PYTORCH["encode_audio_s_per_s"])]
+    if not timed_run:  # the PyTorch figures are the `small` VQ-VAE's
+        result["pytorch_reference"] = PYTORCH
+        result["speedup_vs_pytorch"] = {
+            "train_step": PYTORCH["train_step_s"] / step_s,
+            "encode": (seconds / all_s) / PYTORCH["encode_audio_s_per_s"],
+            "decode_l0": decode_levels[0] / PYTORCH["decode_l0_audio_s_per_s"]}
+        result["meets_targets"] = {k: v >= SPEEDUP
+                                   for k, v in result["speedup_vs_pytorch"].items()}
+    rows = [] if timed_run else [("train step (s)", step_s, PYTORCH["train_step_s"])]
+    rows += [("encode, all levels (audio-s/s)", result["encode_audio_s_per_s"],
+              PYTORCH["encode_audio_s_per_s"])]
     rows += [(f"encode level {l} (audio-s/s)", v, None) for l, v in enumerate(encode_levels)]
     rows += [(f"decode level {l} (audio-s/s)", v, PYTORCH["decode_l0_audio_s_per_s"] if l == 0
               else None) for l, v in enumerate(decode_levels)]
-    print(f"\n{'figure':34} {'jukebox-tf':>12} {'PyTorch ref':>12}")
-    for name, value, ref in rows:
-        print(f"{name:34} {value:12.3f} {ref if ref is not None else '':>12}")
-    print(f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['params']} parameters; "
-          f"speedups {', '.join(f'{k} {v:.2f}x' for k, v in result['speedup_vs_pytorch'].items())}")
+    if timed_run:
+        print(f"\nrun {source['run']} ({result['params']:,} parameters, "
+              f"{config.sample_rate} Hz, hops {'/'.join(map(str, config.hop_lengths))}; "
+              f"{args.precision}, {seconds:.1f} s clips, {args.threads} threads)")
+        print(f"{'figure':34} {'jukebox-tf':>12}")
+        for name, value, _ in rows:
+            print(f"{name:34} {value:12.3f}")
+        print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    else:
+        print(f"\n{'figure':34} {'jukebox-tf':>12} {'PyTorch ref':>12}")
+        for name, value, ref in rows:
+            print(f"{name:34} {value:12.3f} {ref if ref is not None else '':>12}")
+        print(f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['params']} parameters; "
+              f"speedups "
+              f"{', '.join(f'{k} {v:.2f}x' for k, v in result['speedup_vs_pytorch'].items())}")
     write_result(args.json, result)  # the targets are in the JSON; the exit status stays 0
     return 0
 

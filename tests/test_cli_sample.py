@@ -100,7 +100,8 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
         2: (2, top_tokens), 1: (2, top_tokens * 4), 0: (2, top_tokens * 16)}
     assert all(c.min() >= 0 and c.max() < 64 for c in codes.values())
     files = files_under(out)
-    assert files == {"index.html", "codes.npz"} | {
+    # The top prior reads lyrics: the lyric alignment comes with the samples.
+    assert files == {"index.html", "codes.npz", "alignment.png", "alignment.json"} | {
         f"level_{level}/{name}" for level in range(3)
         for name in ("sample_0.wav", "sample_1.wav", "spectrograms.png")}
     page = (out / "index.html").read_text()

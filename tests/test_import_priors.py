@@ -29,6 +29,8 @@ LAYOUTS = {
     # 20 layers: attn_order 10's first cross-attention layer is layer 18.
     "5b_lyrics": dict(SMALL, layout="5b_lyrics", depth=20, n_lyric_tokens=32, lyric_width=32,
                       lyric_depth=2, lyric_heads=2, lyric_blocks=4, sample=True),
+    # 16 layers: attn_order 12's first prime-attention layer (the lyric prefix) is layer 15.
+    "1b_lyrics": dict(SMALL, layout="1b_lyrics", depth=16, n_lyric_tokens=32, sample=True),
     # The released widths, heads, blocks and label sizes; fewer layers, a shorter context.
     "upsampler_0_wide": dict(layout="upsampler", level=0, width=1920, depth=2, heads=1,
                              n_ctx=1024, blocks=128, artist_bins=4111, genre_bins=120,
@@ -79,6 +81,9 @@ def test_logits_and_bits_per_token_match_transformers(imported, name):
     logits = out["logits"].numpy()
     assert np.abs(ref["logits"]).std() > 0.5  # of order one: a wrong import cannot hide
     np.testing.assert_allclose(logits, ref["logits"], atol=1e-4, rtol=0)
+    if "sequence_logits" in ref:
+        np.testing.assert_allclose(out["sequence_logits"].numpy(), ref["sequence_logits"],
+                                   atol=1e-4, rtol=0)
     assert float(out["metrics"]["bits_per_token"]) == pytest.approx(
         float(ref["bits_per_token"]), abs=1e-4)
     if "lyric_bits_per_token" in ref:

@@ -22,7 +22,8 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "released")
 LAYOUTS = {  # fixture name -> (--model, the run it writes)
     "vqvae": ("vqvae", "vqvae"), "prior_level_0": ("upsamplers", "upsampler_0"),
     "prior_level_1": ("upsamplers", "upsampler_1"), "5b_prior_level_2": ("5b", "prior_5b"),
-    "5b_lyrics_prior_level_2": ("5b_lyrics", "prior_5b_lyrics")}
+    "5b_lyrics_prior_level_2": ("5b_lyrics", "prior_5b_lyrics"),
+    "1b_lyrics_prior_level_2": ("1b_lyrics", "prior_1b_lyrics")}
 
 
 def quiet(message):
@@ -83,7 +84,10 @@ def test_the_priors_compute_what_the_original_computed(runs, name):
         inputs["upper_codes"] = ref["upper_codes"]
     if config.lyrics:  # the original's label rows carry the lyric window after the genres
         inputs["lyrics"] = labels[:, config.label_width:]
-    logits = prior(inputs)["logits"].numpy()
+    out = prior(inputs)
+    # The 1B model's reference covers its whole sequence (lyric prefix, then music) and
+    # vocabulary (characters, then codes).
+    logits = out.get("sequence_logits", out["logits"]).numpy()
     np.testing.assert_allclose(logits[..., ref["logits_columns"]], ref["logits"], atol=1e-4)
     lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
     np.testing.assert_allclose(lse, ref["logits_logsumexp"], atol=1e-4)
@@ -115,11 +119,21 @@ def test_a_whole_jukebox_model_save_imports_its_parts(runs, tmp_path):
     assert load(ups[0]).config.max_genre_words == 1
 
 
-def test_the_1b_lyrics_prior_is_refused_and_nothing_is_written(tmp_path):
+def test_a_whole_1b_jukebox_model_save_imports_as_a_hierarchy(tmp_path):
     whole = os.path.join(FIXTURES, "hf", "jukebox_model")
-    with pytest.raises(JukeboxError, match="1b_lyrics prior .* is not supported"):
-        import_weights("hf", "1b_lyrics", [whole], str(tmp_path / "out"), progress=quiet)
-    assert not (tmp_path / "out").exists()
+    runs = import_weights("hf", "1b_lyrics", [whole], str(tmp_path / "out"), progress=quiet)
+    assert [os.path.basename(p) for p in runs] == ["vqvae", "upsampler_0", "upsampler_1",
+                                                  "prior_1b_lyrics"]
+    prior = load(runs[-1])
+    config = prior.config
+    assert config.single_enc_dec and config.n_vocab == 79 and config.max_genre_words == 1
+    codes = np.zeros([1, config.n_ctx], np.int32)
+    labels = np.zeros([1, config.label_width], np.int32)
+    lyrics = np.ones([1, config.n_lyric_tokens], np.int32)
+    out = prior({"codes": codes, "labels": labels, "lyrics": lyrics})
+    assert out["logits"].shape == (1, config.n_ctx, config.l_bins)
+    assert out["sequence_logits"].shape == (1, config.seq_ctx, config.token_bins)
+    assert np.isfinite(out["loss"].numpy())
 
 
 def write_safetensors(path, tensors):
@@ -235,3 +249,34 @@ def test_a_vocabulary_of_another_model_is_refused(tmp_path):
                        vocab_files=[os.path.join(VOCAB, "v3_artist_ids.txt"),
                                     os.path.join(VOCAB, "v3_genre_ids.txt")], progress=quiet)
     assert not (tmp_path / "o").exists()
+
+
+def test_each_level_of_the_1b_hierarchy_finds_its_own_ids(tmp_path):
+    """The 1B lyrics model's top prior names v3 ids, its upsamplers v2 ids: one name becomes
+    each level's id, in the library, the sample command's plan and the exported graph."""
+    import tensorflow as tf
+
+    from jukebox_tf.export.module import ExportInfo, JukeboxModule
+    from jukebox_tf.sampling.runs import load_weights, plan_hierarchy
+
+    files = ["v2_artist_ids.txt", "v2_genre_ids.txt", "v3_artist_ids.txt", "v3_genre_ids.txt"]
+    runs = import_weights("hf", "1b_lyrics", [os.path.join(FIXTURES, "hf", "jukebox_model")],
+                          str(tmp_path), vocab_files=[os.path.join(VOCAB, f) for f in files],
+                          progress=quiet)
+    plan = plan_hierarchy(runs[0], runs[3], runs[1:3])
+    assert plan.vocab.scheme == "v3" and set(plan.level_vocabs) == {0, 1}
+    assert plan.warnings == []
+    # v3: 'june & the moths' 6, the genre 'hip hop' 7; v2: june_the_moths 5, the words 'hip'
+    # 4 and 'hop' 5 (of which this model's one genre slot keeps the first).
+    expected = ({0: 5, 1: 5, 2: 6}, {0: [4, 5], 1: [4, 5], 2: [7]}, [])
+    assert plan.level_label_ids("June & the Moths", ["Hip Hop"]) == expected
+    artists, _, warnings = plan.level_label_ids("Zoë Marchetti")  # only in v3
+    assert artists == {0: 0, 1: 0, 2: 5} and len(warnings) == 1
+
+    hierarchy = load_weights(plan)
+    module = JukeboxModule(hierarchy.vqvae, hierarchy.priors, ExportInfo(
+        version=1, vocab=plan.vocab, level_vocabs=tuple(plan.level_vocabs.items())))
+    for level in range(3):
+        rows = module._labels(tf.constant(["June & the Moths"]), tf.constant(["Hip Hop"]),
+                              tf.constant([1000]), tf.constant([0]), level).numpy()
+        assert rows[0, 3:].tolist() == [expected[0][level], expected[1][level][0]]

@@ -12,8 +12,8 @@ import tensorflow as tf
 from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_prior_params,
                                      count_transformer_params, get_preset, with_lyrics)
 from jukebox_tf.prior.labels import make_labels
-from jukebox_tf.prior.prior import (Prior, TopLevelPrior, Upsampler, _bits_and_hits,
-                                   build_prior, shift_right)
+from jukebox_tf.prior.prior import (LyricPrefixPrior, Prior, TopLevelPrior, Upsampler,
+                                   _bits_and_hits, build_prior, prior_class, shift_right)
 
 LABELS = dict(labels=True, artist_bins=6, genre_bins=5, max_genre_words=2, t_bins=16,
               sample_rate=1000, max_duration=60.0)
@@ -94,8 +94,13 @@ def test_presets_and_classes():
         Prior(PriorConfig(attn_order=(1, 6), encoder_dims=4))
     with pytest.raises(ValueError, match="top-level"):
         with_lyrics(PRESETS["tiny_upsampler"])
-    with pytest.raises(ValueError, match="not implemented"):
+    assert prior_class(PRESETS["paper_1b_lyrics"]) is LyricPrefixPrior
+    with pytest.raises(ValueError, match="LyricPrefixPrior"):
         TopLevelPrior(PRESETS["paper_1b_lyrics"])
+    with pytest.raises(ValueError, match="single_enc_dec"):
+        Prior(PriorConfig(attn_order=(1, 7), prime_len=8))
+    with pytest.raises(ValueError, match="prime_len must be n_lyric_tokens"):
+        dataclasses.replace(PRESETS["paper_1b_lyrics"], prime_len=256)
 
 
 # -- cached sampling steps equal the full forward pass ---------------------------------------

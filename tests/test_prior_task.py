@@ -233,6 +233,38 @@ def test_train_prior_resume_and_load(codes_dir, tmp_path):
     np.testing.assert_allclose(logits[:, 0], model(batch)["logits"][:, 0], atol=1e-5)
 
 
+def test_train_prior_with_the_lyrics_as_a_prefix(codes_dir, tmp_path):
+    """--lyrics prefix: the 1B lyrics model's layout, trained on the windows' lyric
+    characters; the run loads as a LyricPrefixPrior whose cached step gives the forward pass's
+    logits and whose samples are codes."""
+    from jukebox_tf.errors import JukeboxError
+    from jukebox_tf.prior.prior import LyricPrefixPrior
+    from jukebox_tf.sampling.sampler import sample_window
+
+    run = tmp_path / "top"
+    out = run_cli("train-prior", "--level", 2, "--codes", codes_dir, "--preset", "tiny",
+                  "--out", run, "--steps", 2, "--batch-size", 2, "--lyrics", "prefix",
+                  "--quiet")
+    assert "trained the prior (level 2): step 2" in out and "lyric bits/token" in out
+    model = load_prior_run(str(run))
+    assert isinstance(model, LyricPrefixPrior) and model.config.single_enc_dec
+    task = PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 2, lyrics="prefix")
+    batch = numpy_batch(task, batch_size=2)
+    assert batch["lyrics"].shape == (2, model.config.n_lyric_tokens)
+    cond = model.conditioning(batch)
+    tokens = model.to_tokens(batch["codes"][:, :1])
+    cache = model.prime(tokens, 0, model.init_cache(2, cond), cond)
+    logits, _ = model.step(tokens, 0, cache, cond)
+    full = model(batch)
+    np.testing.assert_allclose(logits[:, 0, model.config.n_vocab:], full["logits"][:, 0],
+                               atol=1e-5)
+    assert np.isfinite(full["metrics"]["lyric_bits_per_token"])
+    codes = sample_window(model, cond, batch["codes"][:, :5], 6, seed=1)
+    assert codes.shape == (2, 6) and codes.min() >= 0 and codes.max() < model.config.l_bins
+    with pytest.raises(JukeboxError, match="lyrics 'both': choose from encoder, prefix"):
+        PriorTask.from_codes(get_preset("tiny"), codes_dir, 2, 2, lyrics="both")
+
+
 @pytest.mark.slow
 def test_train_upsampler(codes_dir, tmp_path):
     out = run_cli("train-prior", "--level", 1, "--codes", codes_dir, "--preset", "tiny",

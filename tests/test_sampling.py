@@ -407,3 +407,66 @@ def test_mode_errors(hierarchy, tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(JukeboxError, match="not a codes file"):
         outputs.load_codes_npz(str(bad))
+
+
+# --- the 1B lyrics model's layout: a lyric prefix in the one transformer -----------------------
+
+CODES = 512  # most of the 591 tokens: random weights mostly draw codes, not characters
+
+
+def lyric_prefix_prior():
+    config = prior_preset("tiny", l_bins=CODES, depth=4, labels=True, artist_bins=8, genre_bins=8,
+                          sample_rate=22050, max_duration=10.0, lyrics=True,
+                          single_enc_dec=True, n_lyric_tokens=16, prime_len=16, n_vocab=79,
+                          attn_order=(1, 2, 7, 0))
+    prior = prior_lib.build_prior(config)
+    assert isinstance(prior, prior_lib.LyricPrefixPrior)
+    rng = np.random.default_rng(5)
+    for v in prior.weights:  # far from the initialisation: the characters matter
+        v.assign(rng.normal(0.0, 0.15, v.shape).astype(np.float32))
+    # Weaker characters in the tied output, so that music positions mostly draw codes.
+    table = prior.embedding.token_emb
+    table.assign(tf.concat([table[:79] * 0.3, table[79:]], 0))
+    labels = np.stack([make_labels(22050, 0, 0, a, [1], config.max_genre_words) for a in (1, 2)])
+    return prior, labels, rng
+
+
+def test_lyric_prefix_prior_samples_codes_as_its_naive_and_exported_samplers_do():
+    """Cached (one-pass prime of the prefix, even for an empty prime) == a full forward pass
+    per token == the exported graph sampler, over the whole token vocabulary; the results are
+    codes, and the lyrics steer them."""
+    from jukebox_tf.export.graph_sampling import GraphSettings, sample_window_graph
+
+    prior, labels, rng = lyric_prefix_prior()
+    config = prior.config
+    chars = rng.integers(1, 79, (2, 16)).astype(np.int32)
+    cond = prior.conditioning({"labels": labels, "lyrics": chars})
+    prime = rng.integers(0, CODES, (2, 20)).astype(np.int32)
+    for length in (0, 13):
+        args = (prior, cond, prime[:, :length], 8)
+        settings = dict(seed=4, temperature=1.0, top_k=40)
+        got = sample_window(*args, chunk_size=4, **settings)
+        np.testing.assert_array_equal(got, sample_window(*args, naive=True, **settings))
+        assert got.min() >= 0 and got.max() < CODES and len(np.unique(got)) > 4
+        greedy = sample_window(*args, temperature=0.0)
+        tokens = np.zeros([2, config.n_ctx], np.int32)
+        tokens[:, :length] = prime[:, :length]
+        zeros = GraphSettings(temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32),
+                              top_p=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
+        out = sample_window_graph(prior, cond, tf.constant(tokens), tf.constant(length), 8,
+                                  tf.zeros([2, 2], tf.int64), zeros).numpy()
+        np.testing.assert_array_equal(out[:, :length], prime[:, :length])
+        np.testing.assert_array_equal(out[:, length:length + 8], greedy)
+        assert len(np.unique(greedy)) > 1
+        np.testing.assert_array_equal(sample_window(*args, temperature=0.0, jit_compile=True),
+                                      greedy)
+    other = prior.conditioning({"labels": labels, "lyrics": chars[:, ::-1].copy()})
+    assert not np.array_equal(sample_window(prior, other, prime[:, :0], 8, temperature=0.0),
+                              sample_window(prior, cond, prime[:, :0], 8, temperature=0.0))
+
+
+def test_lyric_prefix_prior_maps_codes_to_tokens_and_drawn_characters_to_code_0():
+    prior, _, _ = lyric_prefix_prior()
+    codes = tf.constant([[0, 5, CODES - 1]])
+    np.testing.assert_array_equal(prior.to_tokens(codes), [[79, 84, 79 + CODES - 1]])
+    np.testing.assert_array_equal(prior.to_codes(tf.constant([[3, 79, 84, 0]])), [[0, 0, 5, 0]])

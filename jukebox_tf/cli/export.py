@@ -84,7 +84,7 @@ def export_runs(args, runs):
     limits = ExportLimits(max_generate_seconds=args.max_seconds,
                           max_sample_seconds=args.max_sample_seconds)
     result = export_models(runs.vqvae, runs.priors, args.out, args.version,
-                           vocab=runs.vocab, limits=limits,
+                           vocab=runs.vocab, level_vocabs=runs.level_vocabs, limits=limits,
                            model_name=args.model_name, warmup=not args.no_warmup, log=log)
     log(f"signatures: {', '.join(result.signatures)} (serving_default = "
         f"{'generate' if 'generate' in result.signatures else 'metadata'})")

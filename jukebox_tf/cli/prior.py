@@ -20,8 +20,11 @@ def register(subparsers) -> None:
     p.add_argument("--codes", required=True, help="codes folder from `jukebox-tf encode`")
     p.add_argument("--preset", default="small", choices=("tiny", "small"),
                    help="transformer size (upsamplers use the preset's _upsampler variant)")
-    p.add_argument("--lyrics", action="store_true",
-                   help="top level: condition on lyrics (lyric encoder + cross-attention)")
+    p.add_argument("--lyrics", nargs="?", const="encoder", choices=("encoder", "prefix"),
+                   help="top level: condition on lyrics, by a lyric encoder read through "
+                        "cross-attention (encoder, the default; as the 5B lyrics model) or as "
+                        "characters before each window's codes in the one transformer "
+                        "(prefix; as the 1B lyrics model)")
     p.add_argument("--no-labels", action="store_true",
                    help="no artist/genre/timing conditioning (a learned start token instead)")
     add_training_arguments(p)

@@ -273,12 +273,13 @@ def _sample(args) -> dict:
         _warn("--lyrics has no effect in --mode upsample (only the top-level prior reads them)")
     elif lyrics and not plan.uses_lyrics:
         _warn("the top-level prior was not trained with lyrics: --lyrics has no effect")
-    artist_id, genre_ids, label_warnings = plan.label_ids(args.artist, args.genre)
+    artist_ids, level_genre_ids, label_warnings = plan.level_label_ids(args.artist, args.genre)
+    artist_id, genre_ids = artist_ids[plan.top], level_genre_ids[plan.top]  # for the record
     for message in label_warnings:
         _warn(message)
 
     from jukebox_tf.audio.metadata import genre_words
-    from jukebox_tf.sampling.modes import decode_codes, sample_codes
+    from jukebox_tf.sampling.modes import decode_codes, lyric_alignment_of, sample_codes
     from jukebox_tf.sampling.outputs import write_outputs
     from jukebox_tf.sampling.runs import load_weights
 
@@ -290,7 +291,7 @@ def _sample(args) -> dict:
         priors[plan.top] = None  # the saved top level stands in for it
     codes = sample_codes(
         args.mode, runs.vqvae, priors, seconds=args.seconds, n_samples=args.samples,
-        artist_id=artist_id, genre_ids=genre_ids, lyrics=lyrics,
+        artist_id=artist_ids, genre_ids=level_genre_ids, lyrics=lyrics,
         total_seconds=args.total_seconds, prompt=prompt, prompt_seconds=args.prompt_seconds,
         codes=saved, temperatures=temperatures, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, jit_compile=args.xla, progress=not args.quiet)
@@ -317,8 +318,14 @@ def _sample(args) -> dict:
             len(prompt) / vq.sample_rate, 4))
     if saved is not None:
         settings["codes"] = args.codes
+    alignment = None
+    if args.mode != "upsample" and plan.top in codes:
+        alignment = lyric_alignment_of(
+            vq, priors[plan.top], codes[plan.top], lyrics=lyrics,
+            artist_id=artist_ids[plan.top], genre_ids=level_genre_ids[plan.top],
+            total_seconds=args.total_seconds)
     paths = write_outputs(args.out, codes, decode_codes(runs.vqvae, codes), vq.sample_rate,
-                          settings)
+                          settings, alignment)
     return {**paths, "codes_arrays": codes, "levels": levels}
 
 
@@ -334,6 +341,9 @@ def run(args) -> int:
         shown = wavs[0] if len(wavs) == 1 else f"{wavs[0]} ... {os.path.basename(wavs[-1])}"
         print(f"  level {level}: {codes[level].shape[1]} codes per sample -> {shown} "
               f"(+ {os.path.basename(result['pngs'][level])})")
+    if "alignment" in result:
+        print(f"  lyric alignment: {result['alignment']['png']} (+ "
+              f"{os.path.basename(result['alignment']['json'])})")
     print(f"  codes: {result['codes']} (--mode continue|upsample --codes read it back)")
     print(f"  listen: {os.path.abspath(result['html'])}")
     return 0

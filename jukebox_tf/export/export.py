@@ -1,7 +1,7 @@
 """Writing a versioned SavedModel of a trained hierarchy for TF Serving.
 
     result = export_models(vqvae, [upsampler_0, upsampler_1, top], "models/jukebox",
-                           vocab=runs.vocab)
+                           vocab=runs.vocab, level_vocabs=runs.level_vocabs)
     result.path      # models/jukebox/<version>
 
 MODEL_BASE/<version>/ holds:
@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -125,13 +125,15 @@ def _tree_size(path: str) -> int:
 
 def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = None, *,
                   vocab: LabelVocab = LabelVocab(),
+                  level_vocabs: Mapping[int, LabelVocab] | None = None,
                   limits: ExportLimits = ExportLimits(), model_name: str = "jukebox",
                   hop_fractions: Sequence[float] = HOP_FRACTIONS, chunk_size: int = 32,
                   warmup: bool = True, log=None) -> ExportResult:
     """Writes out_base/<version>/ (see the module docstring) atomically; version None: one
     more than the largest existing. priors: the top prior and/or upsamplers, in any order
     (None entries ignored). vocab: the names the priors' label ids stand for, e.g.
-    runs.Hierarchy.vocab."""
+    runs.Hierarchy.vocab; level_vocabs: {level: names} of the levels whose priors name other
+    ids (runs.Hierarchy.level_vocabs)."""
     import tensorflow as tf
 
     log = log or (lambda message: None)
@@ -139,7 +141,8 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
     by_level = _by_level(priors, vqvae.config.levels)
     if not any(p is not None for p in by_level):
         log("no priors: exporting encode, decode and metadata only")
-    info_kwargs = dict(vocab=vocab, hop_fractions=tuple(hop_fractions), chunk_size=chunk_size,
+    info_kwargs = dict(vocab=vocab, level_vocabs=tuple(sorted((level_vocabs or {}).items())),
+                       hop_fractions=tuple(hop_fractions), chunk_size=chunk_size,
                        model_name=model_name)
 
     def write(tmp: str, chosen: int) -> None:

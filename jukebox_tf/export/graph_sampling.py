@@ -109,6 +109,7 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
     [length, length + n_new). step: prior.step or a tf.function of it (one trace per step
     length, shared by every loop that calls it)."""
     step = step or prior.step
+    tokens = prior_api.to_tokens(prior, tokens)
     batch = tf.shape(tokens)[0]
     cache = prior.init_cache(batch, cond)
     inputs = _shifted(tokens)
@@ -129,8 +130,8 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
         return position + 1, token, cache, tf.tensor_scatter_nd_update(tokens, index, token)
 
     stop = length + n_new
-    return tf.while_loop(lambda position, *_: position < stop, body,
-                         (length, last, cache, tokens))[3]
+    return prior_api.to_codes(prior, tf.while_loop(
+        lambda position, *_: position < stop, body, (length, last, cache, tokens))[3])
 
 
 def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[int], labels,

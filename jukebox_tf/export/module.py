@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from jukebox_tf.export.graph_sampling import GraphSettings, sample_level_graph
 from jukebox_tf.prior.label_vocab import LabelVocab, artist_key_tf, genre_keys_tf
-from jukebox_tf.prior.lyrics import tokenize_tf
+from jukebox_tf.prior.lyrics import tokenizer_for
 from jukebox_tf.sampling import prior_api
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
 from jukebox_tf.training.ema import tf_variable
@@ -70,6 +70,11 @@ class ExportInfo:
 
     version: int
     vocab: LabelVocab = LabelVocab()  # the names the label ids stand for
+    # (level, names) where a level's prior names other ids (runs.Hierarchy.level_vocabs).
+    level_vocabs: tuple[tuple[int, LabelVocab], ...] = ()
+
+    def vocab_of(self, level: int) -> LabelVocab:
+        return dict(self.level_vocabs).get(level, self.vocab)
     hop_fractions: tuple[float, ...] = HOP_FRACTIONS
     chunk_size: int = 32
     model_name: str = "jukebox"
@@ -113,8 +118,12 @@ class JukeboxModule(tf.Module):
         self.vqvae_variables = [tf_variable(v) for v in vqvae.variables]
         self.prior_variables = {f"level_{level}": [tf_variable(v) for v in prior.variables]
                                 for level, prior in enumerate(priors) if prior is not None}
-        self.artist_table = _table(info.vocab.artist_table())
-        self.genre_table = _table(info.vocab.genre_table())
+        # One pair of tables per distinct vocabulary; level -> its pair's index.
+        vocabs = [info.vocab] + [v for _, v in info.level_vocabs]
+        self._table_index = {level: vocabs.index(info.vocab_of(level))
+                             for level in range(config.levels)}
+        self.artist_tables = [_table(v.artist_table()) for v in vocabs]
+        self.genre_tables = [_table(v.genre_table()) for v in vocabs]
         self._check_priors()
 
         channels = config.channels
@@ -224,34 +233,37 @@ class JukeboxModule(tf.Module):
         number = tf.where(digits & (number < vocab_size), number, 0)
         return tf.where(found >= 0, found, number)
 
-    def _genre_ids(self, genres, max_words: int) -> tf.Tensor:
+    def _genre_ids(self, genres, max_words: int, level: int) -> tf.Tensor:
         """Genre text [B] -> int32 [B, max_words]: its keys as label_vocab makes them (for
-        runs trained here, words split as ingest splits them), looked up; no key -> [0]
-        (unknown); empty slots -1 (labels.make_labels)."""
-        vocab = self._info.vocab
+        runs trained here, words split as ingest splits them), looked up in `level`'s names;
+        no key -> [0] (unknown); empty slots -1 (labels.make_labels)."""
+        vocab, table = self._info.vocab_of(level), self.genre_tables[self._table_index[level]]
         words = genre_keys_tf(genres, vocab.scheme)
-        ids = tf.ragged.map_flat_values(
-            lambda w: self._ids(self.genre_table, len(vocab.genres), w), words)
+        ids = tf.ragged.map_flat_values(lambda w: self._ids(table, len(vocab.genres), w),
+                                        words)
         ids = ids[:, :max_words]
         batch = tf.shape(genres)[0]
         dense = ids.to_tensor(default_value=-1, shape=tf.stack([batch, max_words]))
         empty = (ids.row_lengths() == 0)[:, None] & (tf.range(max_words) == 0)[None]
         return tf.where(empty, 0, dense)
 
-    def _labels(self, artist, genres, total_samples, offset_samples, max_words: int):
-        """labels.make_labels rows int32 [B, 4 + max_words] with length 0 (set per window);
-        total_samples, offset_samples int32 [B]."""
+    def _labels(self, artist, genres, total_samples, offset_samples, level: int):
+        """labels.make_labels rows int32 [B, 4 + max_words] of `level`'s prior with length 0
+        (set per window); total_samples, offset_samples int32 [B]."""
         batch = tf.shape(artist)[0]
-        vocab = self._info.vocab
-        artist_ids = self._ids(self.artist_table, len(vocab.artists),
-                               artist_key_tf(artist, vocab.scheme))
+        vocab = self._info.vocab_of(level)
+        artist_ids = self._ids(self.artist_tables[self._table_index[level]],
+                               len(vocab.artists), artist_key_tf(artist, vocab.scheme))
         head = tf.stack([total_samples, offset_samples, tf.zeros([batch], tf.int32),
                          artist_ids], axis=1)
-        return tf.concat([head, self._genre_ids(genres, max_words)], axis=1)
+        return tf.concat([head, self._genre_ids(genres, self._max_words(level), level)],
+                         axis=1)
 
     @staticmethod
-    def _lyric_tokens(lyrics):
-        tokens = tf.map_fn(tokenize_tf, lyrics, fn_output_signature=tf.RaggedTensorSpec(
+    def _lyric_tokens(lyrics, prior):
+        """The prior's character tokens of lyrics string [B]: (int32 [B, L], lengths [B])."""
+        tokenize = tokenizer_for(prior_api.lyric_vocab_size(prior)).tokenize_tf
+        tokens = tf.map_fn(tokenize, lyrics, fn_output_signature=tf.RaggedTensorSpec(
             [None], tf.int32, ragged_rank=0))
         return tokens.to_tensor(), tf.cast(tokens.row_lengths(), tf.int32)
 
@@ -369,7 +381,7 @@ class JukeboxModule(tf.Module):
         empty = tf.zeros([batch, 0], tf.int32)
         lyric_tokens, lyric_lengths = empty, tf.zeros([batch], tf.int32)
         if prior_api.n_lyric_tokens(prior):
-            lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics)
+            lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics, prior)
         return self._level_fn(level)(
             tf.cast(total_tokens, tf.int32), labels_rows, settings.temperature,
             settings.top_k, settings.top_p, settings.seed, lyric_tokens, lyric_lengths,
@@ -467,8 +479,7 @@ class JukeboxModule(tf.Module):
         prime = self._check_codes(prime, "prime")
         offset = self._samples(rows["offset_seconds"])
         total = self._total(rows, offset + n_tokens * hop)
-        labels = self._labels(rows["artist"], rows["genres"], total, offset,
-                              self._max_words(top))
+        labels = self._labels(rows["artist"], rows["genres"], total, offset, top)
 
         def run(group, value):
             return {"codes": self._sample_level(
@@ -497,8 +508,8 @@ class JukeboxModule(tf.Module):
         n_audio = tf.shape(codes)[1] * self._level_lookup(level, list(hops[1:]) + [0])
         total = self._total(rows, offset + n_audio)
 
-        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset,
-                                   self._max_words(lv)) for lv in levels}
+        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
+                  for lv in levels}
 
         def branch(lv, group):
             if lv not in levels:
@@ -535,7 +546,7 @@ class JukeboxModule(tf.Module):
         batch = tf.shape(artist)[0]
         lowest = min(self.generated_levels)
         labels = {level: self._labels(rows["artist"], rows["genres"], total,
-                                      tf.zeros_like(total), self._max_words(level))
+                                      tf.zeros_like(total), level)
                   for level in self.generated_levels}
 
         def run(group, value):

@@ -122,7 +122,11 @@ class PriorConfig:
     max_duration: float = 600.0  # seconds: also the absolute-position range
     # Lyrics (top prior): an encoder transformer over a window of `n_lyric_tokens` characters;
     # the decoder's cross-attention layers (kind 6) read its output (encoder_dims of them).
+    # With single_enc_dec (the 1B lyrics model), the characters are instead a token prefix of
+    # the window in the one transformer (seq_ctx positions, token_bins tokens: characters, then
+    # codes shifted by n_vocab), read by its prime-attention layers (kind 7, prime_len of them).
     lyrics: bool = False
+    single_enc_dec: bool = False
     n_lyric_tokens: int = 0
     n_vocab: int = 80  # character vocabulary with padding (lyrics.VOCAB_SIZE)
     lyric_width: int = 32
@@ -132,6 +136,10 @@ class PriorConfig:
     lyric_attn_order: AttnOrder = 0
     lyric_init_scale: float = 1.0
     lyric_loss_fraction: float = 0.4  # the original's prime_loss_fraction
+    # The layer and head whose attention to the lyrics `sample` shows as the lyric alignment
+    # (the original's alignment_layer / alignment_head); None: the last layer reading them.
+    alignment_layer: int | None = None
+    alignment_head: int = 0
     # Upsamplers (UpsamplerConditioner): codes of level + 1, embedded and upsampled by
     # cond_stride_t ** cond_down_t (the hop ratio between the levels) with a dilated stack.
     cond_width: int = 32
@@ -161,15 +169,15 @@ class PriorConfig:
             raise ValueError(f"MLP width mlp_mult * width = {self.mlp_mult} * {self.width} "
                              f"must be a positive integer")
         kinds = set(self.attn_kinds)  # validates attn_order
-        if self.blocks is not None and (self.blocks < 1 or self.n_ctx % self.blocks):
-            raise ValueError(f"n_ctx={self.n_ctx} is not divisible by blocks={self.blocks}")
+        if self.blocks is not None and (self.blocks < 1 or self.seq_ctx % self.blocks):
+            raise ValueError(f"n_ctx={self.seq_ctx} is not divisible by blocks={self.blocks}")
         if self.blocks is None and kinds & {*BLOCKED_KINDS, PRIME}:
             raise ValueError(f"attn_order {self.attn_order} uses factorized or prime attention, "
                              f"which needs `blocks`")
         if CROSS in kinds and self.encoder_dims < 1:
             raise ValueError(f"attn_order {self.attn_order} has cross-attention layers: set "
                              f"encoder_dims to the encoder output length")
-        if PRIME in kinds and (self.prime_len is None or not 0 < self.prime_len < self.n_ctx):
+        if PRIME in kinds and (self.prime_len is None or not 0 < self.prime_len < self.seq_ctx):
             raise ValueError(f"attn_order {self.attn_order} has prime-attention layers: set "
                              f"prime_len to the prefix length (0 < prime_len < n_ctx)")
         if self.afn not in ACTIVATIONS:
@@ -190,11 +198,30 @@ class PriorConfig:
         if not 0.0 <= self.min_duration < self.max_duration:
             raise ValueError(f"need 0 <= min_duration < max_duration, got "
                              f"{self.min_duration}, {self.max_duration}")
+        if self.single_enc_dec and not self.lyrics:
+            raise ValueError("single_enc_dec is a way of conditioning on lyrics: set lyrics")
+        if self.alignment_layer is not None and (
+                not 0 <= self.alignment_layer < self.depth
+                or self.attn_kinds[self.alignment_layer] not in self._lyric_reading_kinds):
+            raise ValueError(f"alignment_layer {self.alignment_layer} is not a layer that "
+                             f"reads the lyrics (those of attention kinds "
+                             f"{sorted(self._lyric_reading_kinds)} among {self.depth} layers)")
+        if not 0 <= self.alignment_head < self.heads:
+            raise ValueError(f"alignment_head {self.alignment_head} is not one of the "
+                             f"{self.heads} heads")
         if self.lyrics:
             if self.is_upsampler:
                 raise ValueError("lyrics condition the top-level prior only (level = levels - 1)")
             if self.n_lyric_tokens < 1 or self.n_vocab < 2:
                 raise ValueError("lyrics need n_lyric_tokens >= 1 and n_vocab >= 2")
+            if self.single_enc_dec:
+                if CROSS in kinds or self.merged_decoder:
+                    raise ValueError("a single encoder-decoder has no cross-attention and ties "
+                                     "its output layer to the token embedding")
+                if PRIME in kinds and self.prime_len != self.n_lyric_tokens:
+                    raise ValueError(f"prime attention reads the lyric prefix: prime_len must "
+                                     f"be n_lyric_tokens = {self.n_lyric_tokens}")
+                return
             if CROSS not in kinds or self.encoder_dims != self.n_lyric_tokens:
                 raise ValueError(f"lyrics need cross-attention layers (kind 6 in attn_order "
                                  f"{self.attn_order}) with encoder_dims = n_lyric_tokens = "
@@ -209,9 +236,40 @@ class PriorConfig:
                                  f"{self.hop_ratio} to the level above")
 
     @property
+    def _lyric_reading_kinds(self) -> set[int]:
+        """Attention kinds whose weights over the lyrics can be read off directly."""
+        if not self.lyrics:
+            return set()
+        return {PRIME, DENSE} if self.single_enc_dec else {CROSS}
+
+    @property
+    def lyric_alignment(self) -> tuple[int, int] | None:
+        """(layer, head) of the lyric alignment, None for priors without a layer for it."""
+        if self.alignment_layer is not None:
+            return self.alignment_layer, self.alignment_head
+        # The last layer of the first kind present: prime attention before dense in a single
+        # encoder-decoder (the 1B model's choice, layer 63, is its last prime layer).
+        for kind in (CROSS, PRIME, DENSE):
+            reading = [d for d, k in enumerate(self.attn_kinds)
+                       if k == kind and k in self._lyric_reading_kinds]
+            if reading:
+                return reading[-1], self.alignment_head
+        return None
+
+    @property
+    def seq_ctx(self) -> int:
+        """The transformer's positions: n_ctx, after the lyric prefix with single_enc_dec."""
+        return self.n_ctx + (self.n_lyric_tokens if self.single_enc_dec else 0)
+
+    @property
+    def token_bins(self) -> int:
+        """The token vocabulary: l_bins codes, after n_vocab characters with single_enc_dec."""
+        return self.l_bins + (self.n_vocab if self.single_enc_dec else 0)
+
+    @property
     def block_ctx(self) -> int | None:
-        """Positions per block: n_ctx // blocks (None without blocks)."""
-        return None if self.blocks is None else self.n_ctx // self.blocks
+        """Positions per block: seq_ctx // blocks (None without blocks)."""
+        return None if self.blocks is None else self.seq_ctx // self.blocks
 
     @property
     def n_state(self) -> int:
@@ -284,8 +342,8 @@ def count_prior_params(config: "PriorConfig") -> int:
 
     width = config.width
     outputs = 2 if config.merged_decoder else 1  # untied output layer or tied to x_emb
-    total = (count_transformer_params(config) + outputs * config.l_bins * width
-             + config.n_ctx * width)
+    total = (count_transformer_params(config) + outputs * config.token_bins * width
+             + config.seq_ctx * width)
     if config.labels:
         total += count_label_conditioner_params(config.artist_bins, config.genre_bins, width,
                                                 config.has_timing, config.t_bins)
@@ -295,7 +353,7 @@ def count_prior_params(config: "PriorConfig") -> int:
         total += count_upsampler_conditioner_params(
             config.l_bins, width, config.cond_down_t, config.cond_stride_t, config.cond_width,
             config.cond_depth, config.cond_m_conv)
-    if config.lyrics:
+    if config.lyrics and not config.single_enc_dec:
         enc = config.lyric_encoder_config
         lyric_width = enc.width
         total += (count_transformer_params(enc)
@@ -322,6 +380,20 @@ def with_lyrics(config: PriorConfig, n_tokens: int | None = None, **overrides) -
     order = config.attn_order if CROSS in config.attn_kinds else _lyric_order(config.depth)
     return dataclasses.replace(config, lyrics=True, n_lyric_tokens=n_tokens,
                                encoder_dims=n_tokens, attn_order=order, **overrides)
+
+
+def with_lyric_prefix(config: PriorConfig, n_tokens: int | None = None,
+                      **overrides) -> PriorConfig:
+    """`config` reading lyrics as the 1B lyrics model does: `n_tokens` (default
+    config.n_lyric_tokens) characters before each window's codes in the one transformer
+    (single_enc_dec); its prime-attention layers, if attn_order has any, read them."""
+    n_tokens = n_tokens or config.n_lyric_tokens
+    return dataclasses.replace(config, **{"lyrics": True, "single_enc_dec": True,
+                                          "n_lyric_tokens": n_tokens, "prime_len": n_tokens,
+                                          **overrides})
+
+
+LYRIC_LAYOUTS = {"encoder": with_lyrics, "prefix": with_lyric_prefix}
 
 
 _TINY = PriorConfig(n_lyric_tokens=32, lyric_blocks=4, lyric_attn_order=2, lyric_heads=2)
@@ -355,16 +427,17 @@ PRESETS = {
         init_scale=0.1, recompute=True, encoder_dims=512, merged_decoder=True,
         min_duration=23.8, **_PAPER_LABELS, lyrics=True, n_lyric_tokens=512, n_vocab=80,
         lyric_width=1280, lyric_depth=18, lyric_heads=4, lyric_blocks=32, lyric_attn_order=2,
-        lyric_init_scale=0.7, lyric_loss_fraction=0.4),
-    # Single encoder-decoder: the sequence is 384 lyric tokens then 6144 music tokens, and the
-    # vocabulary is 79 characters plus 2048 codes. prior.py does not implement that data path
-    # (lyrics as a token prefix); the preset describes the transformer and counts its size.
-    "paper_1b_lyrics": PriorConfig(n_ctx=384 + 6144, l_bins=79 + 2048, width=2048, depth=72,
-                                   heads=2, blocks=64, attn_order=12, init_scale=0.2,
-                                   recompute=True, prime_len=384, labels=True,
-                                   artist_bins=7898, genre_bins=604, max_genre_words=1,
-                                   t_bins=64, sample_rate=44100, min_duration=17.84,
-                                   max_duration=600.0, n_vocab=79),
+        lyric_init_scale=0.7, lyric_loss_fraction=0.4, alignment_layer=68, alignment_head=2),
+    # Single encoder-decoder: each window is 384 lyric characters then 6144 codes in one
+    # transformer, whose vocabulary is 79 characters then the 2048 codes.
+    "paper_1b_lyrics": PriorConfig(n_ctx=6144, l_bins=2048, width=2048, depth=72, heads=2,
+                                   blocks=64, attn_order=12, init_scale=0.2, recompute=True,
+                                   labels=True, artist_bins=7898, genre_bins=604,
+                                   max_genre_words=1, t_bins=64, sample_rate=44100,
+                                   min_duration=17.84, max_duration=600.0, lyrics=True,
+                                   single_enc_dec=True, n_lyric_tokens=384, prime_len=384,
+                                   n_vocab=79, lyric_loss_fraction=0.4,
+                                   alignment_layer=63, alignment_head=0),
     "paper_upsampler": _PAPER_UPSAMPLER,
     "paper_upsampler_level_1": dataclasses.replace(_PAPER_UPSAMPLER, level=1,
                                                    cond_res_scale=True),

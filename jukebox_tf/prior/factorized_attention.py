@@ -176,6 +176,15 @@ def causal_mask(q_len, k_len):
     return tf.range(k_len)[None, :] <= tf.range(q_len)[:, None]
 
 
+def attention_probs(q, k, mask=None) -> tf.Tensor:
+    """Softmax weights float32 [..., heads, Tq, Tk] of q [..., Tq, heads, head_dim] (already
+    scaled) over k [..., Tk, heads, head_dim]; mask as `attend`'s."""
+    logits = tf.cast(tf.einsum("...qhd,...khd->...hqk", q, k), tf.float32)
+    if mask is not None:
+        logits = tf.where(mask, logits, _MASKED_LOGIT)
+    return tf.nn.softmax(logits, axis=-1)
+
+
 def attend(q, k, v, mask=None, zero_empty: bool = False, dropout=None, training=None):
     """Softmax attention along the axis before the heads (softmax in float32).
 
@@ -183,10 +192,7 @@ def attend(q, k, v, mask=None, zero_empty: bool = False, dropout=None, training=
     mask: bool broadcastable to [..., heads, Tq, Tk] -> [..., Tq, heads, head_dim].
     zero_empty: a query that sees no key gets zeros (the original's zero-padded block).
     """
-    logits = tf.cast(tf.einsum("...qhd,...khd->...hqk", q, k), tf.float32)
-    if mask is not None:
-        logits = tf.where(mask, logits, _MASKED_LOGIT)
-    weights = tf.nn.softmax(logits, axis=-1)
+    weights = attention_probs(q, k, mask)
     if zero_empty:
         weights *= tf.cast(tf.reduce_any(mask, axis=-1, keepdims=True), weights.dtype)
     weights = tf.cast(weights, v.dtype)
@@ -484,6 +490,27 @@ class FactorizedAttention(keras.layers.Layer):
             return {"key": tf.cast(key, dtype), "value": tf.cast(value, dtype)}
         zeros = tf.zeros([batch_size, self.cache_len, self.n_state], dtype)
         return {"key": zeros, "value": zeros}
+
+    def attention_weights(self, x, encoder_kv=None) -> tf.Tensor:
+        """The training forward's attention weights float32 [batch, heads, time, keys] for x
+        [batch, time, width] (positions 0..), for the kinds whose keys are positions (dense,
+        prime: the first prime_attn_len) or the encoder's (cross)."""
+        kind = self.attn_kind
+        if kind not in (DENSE, CROSS, PRIME):
+            raise ValueError(f"attention kind {kind} reads its keys in blocks: its weights are "
+                             f"not one [time, keys] matrix (dense, cross or prime kinds are)")
+        h = self.c_attn(x)
+        if kind == CROSS:
+            key = self._encoder_kv(encoder_kv)[0]
+            query = h
+        else:
+            query, key, _ = tf.split(h, 3, axis=-1)
+        q = self._split_heads(query) * (1.0 / math.sqrt(self.head_dim))
+        k = self._split_heads(key)
+        if kind == PRIME:
+            k = k[:, :self.prime_attn_len]
+        mask = None if kind == CROSS else causal_mask(tf.shape(q)[1], tf.shape(k)[1])
+        return attention_probs(q, k, mask)
 
     def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
              norm=None, training=None):

@@ -75,6 +75,18 @@ class LyricsTokenizer:
 
 TOKENIZER = LyricsTokenizer()  # the 5B models' vocabulary
 VOCAB_SIZE = TOKENIZER.vocab_size  # 80
+_TOKENIZERS = {VOCAB_SIZE: TOKENIZER, len(VOCAB_V3) + 1: LyricsTokenizer(VOCAB_V3)}
+
+
+def tokenizer_for(n_vocab: int) -> LyricsTokenizer:
+    """The tokenizer of a prior's character vocabulary (config.n_vocab ids with padding): 80 =
+    the 5B models' (VOCAB_V2), 79 = the 1B lyrics model's (VOCAB_V3)."""
+    try:
+        return _TOKENIZERS[int(n_vocab)]
+    except KeyError:
+        raise ValueError(f"no lyric vocabulary has {n_vocab} ids: the priors read "
+                         f"{sorted(_TOKENIZERS)} (5B: {VOCAB_SIZE}, 1B lyrics: "
+                         f"{len(VOCAB_V3) + 1})") from None
 encode = TOKENIZER.encode
 decode = TOKENIZER.decode
 clean = TOKENIZER.clean

@@ -227,8 +227,8 @@ class Prior(keras.Model):
         self._validate(config)
         width = config.width
         # With labels the start embedding comes from the label conditioner.
-        self.embedding = TokenEmbedding(config.l_bins, config.n_ctx, width, config.init_scale,
-                                        start_token=not config.labels,
+        self.embedding = TokenEmbedding(config.token_bins, config.seq_ctx, width,
+                                        config.init_scale, start_token=not config.labels,
                                         dropout=config.emb_dropout, name="embedding")
         self.transformer = Transformer.from_prior_config(config, name="transformer")
         self.x_out = (keras.layers.Dense(config.l_bins, use_bias=False, name="x_out",
@@ -245,16 +245,18 @@ class Prior(keras.Model):
 
     def _validate(self, config: PriorConfig):
         kinds = set(config.attn_kinds)
-        if PRIME in kinds:
-            raise ValueError("prime attention (kind 7: the single encoder-decoder lyrics model) "
-                             "is not implemented by the priors; use cross-attention lyrics")
+        if config.single_enc_dec and type(self) is not LyricPrefixPrior:
+            raise ValueError("a single encoder-decoder (single_enc_dec) is a LyricPrefixPrior")
+        if PRIME in kinds and not config.single_enc_dec:
+            raise ValueError("prime attention (kind 7) reads a lyric prefix: it needs "
+                             "single_enc_dec (the 1B lyrics model's layout)")
         if CROSS in kinds and not config.lyrics:
             raise ValueError(f"attn_order {config.attn_order} has cross-attention layers, which "
                              f"read the lyric encoder: turn lyrics on (config.with_lyrics)")
 
     def build(self, input_shape=None):
         config, width = self.config, self.config.width
-        seq = (None, config.n_ctx, width)
+        seq = (None, config.seq_ctx, width)
         build_once(self.embedding, None)
         build_once(self.transformer, seq)
         if self.x_out is not None:
@@ -369,27 +371,38 @@ class Prior(keras.Model):
                         tf.int32)
         cond, lyric_logits = self._conditioning(inputs, training)
         logits, _ = self._forward(shift_right(codes), 0, cond, training=training)
-        per_token, correct = _bits_and_hits(codes, logits)
-        mask = inputs.get("mask")
-        if mask is None:
-            gen_loss, accuracy = tf.reduce_mean(per_token), tf.reduce_mean(correct)
-        else:
-            mask = tf.cast(mask, tf.float32)
-            count = tf.maximum(tf.reduce_sum(mask), 1.0)
-            gen_loss = tf.reduce_sum(per_token * mask) / count
-            accuracy = tf.reduce_sum(correct * mask) / count
+        gen_loss, accuracy = _masked_means(*_bits_and_hits(codes, logits), inputs.get("mask"))
         metrics = {"bits_per_token": gen_loss, "accuracy": accuracy}
         loss = gen_loss
         if lyric_logits is not None:
             lyric_loss = tf.reduce_mean(bits(tf.cast(inputs["lyrics"], tf.int32), lyric_logits))
             metrics["lyric_bits_per_token"] = lyric_loss
-            # The original's weighting: each loss by its share of all predicted tokens, the
-            # lyrics' further by lyric_loss_fraction.
-            n_lyrics, n_codes = config.n_lyric_tokens, config.n_ctx
-            loss = (config.lyric_loss_fraction * lyric_loss * n_lyrics + gen_loss * n_codes) / (
-                n_lyrics + n_codes)
+            loss = _with_lyric_loss(config, gen_loss, lyric_loss)
         out = {"loss": loss, "metrics": metrics}
         return {"logits": logits, **out} if return_logits else out
+
+    # -- lyric alignment -----------------------------------------------------------------------
+
+    def lyric_attention(self, inputs: dict) -> tf.Tensor:
+        """float32 [B, n_ctx, n_lyric_tokens]: how much each music position attends to each
+        lyric character of its window, in the layer and head of config.lyric_alignment (the
+        original's alignment); inputs as `call`'s."""
+        config = self.config
+        if config.lyric_alignment is None:
+            raise ValueError("this prior has no layer whose attention over the lyrics can be "
+                             "read (config.lyric_alignment)")
+        layer, head = config.lyric_alignment
+        codes = tf.cast(self._require(inputs, "codes", f"codes int32 [B, {config.n_ctx}]"),
+                        tf.int32)
+        cond, _ = self._conditioning(inputs, False)
+        x, encoder_kv, skip = self._alignment_input(codes, cond)
+        weights = self.transformer.attention_weights(x, layer, encoder_kv)[:, head]
+        return weights[:, skip:, :config.n_lyric_tokens]
+
+    def _alignment_input(self, codes, cond: dict):
+        """(The transformer's input, the encoder output, the positions before the music)."""
+        x, _ = self._embed(shift_right(codes), 0, cond, training=False)
+        return x, cond.get("encoder_kv"), 0
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -468,7 +481,7 @@ class TopLevelPrior(Prior):
     def __init__(self, config: PriorConfig | dict | None = None, **kwargs):
         super().__init__(config, **kwargs)
         config = self.config
-        if config.lyrics:
+        if config.lyrics and not config.single_enc_dec:
             self.lyric_encoder = LyricEncoder(config.lyric_encoder_config, config.width,
                                               out_init_scale=config.init_scale,
                                               name="lyric_encoder")
@@ -502,7 +515,148 @@ class Upsampler(Prior):
                              f"build a TopLevelPrior")
 
 
+@keras.saving.register_keras_serializable(PACKAGE)
+class LyricPrefixPrior(TopLevelPrior):
+    """The 1B lyrics model's layout (the original's single_enc_dec): one transformer over a
+    window's P = n_lyric_tokens lyric characters followed by its n_ctx codes, with one token
+    vocabulary, the n_vocab characters then the codes (code c is token n_vocab + c), and the
+    output tied to it. The label start embedding opens the sequence; the timing embeddings are
+    added over the codes only (zero over the lyrics); the lyric part's loss is the lyric loss.
+
+    Sampling runs on tokens: `step` and `prime` read tokens of the whole vocabulary at music
+    positions and give logits over it, and the sampler converts a window's codes `to_tokens`
+    and back `to_codes`, where a character drawn at a music position becomes code 0, as in the
+    original. The lyric prefix is written into the cache by `prime`, which the sampler runs
+    even for an empty prime (`always_prime`).
+    """
+
+    always_prime = True
+
+    def _conditioning(self, inputs: dict, training=None) -> tuple[dict, tf.Tensor | None]:
+        cond, _ = super()._conditioning(inputs, training)
+        config = self.config
+        lyrics = self._require(inputs, "lyrics",
+                               f"lyric tokens int32 [B, {config.n_lyric_tokens}]")
+        cond["prefix"] = tf.cast(lyrics, tf.int32)
+        return cond, None
+
+    def to_tokens(self, codes):
+        """Codes -> tokens of the whole vocabulary."""
+        return codes + self.config.n_vocab
+
+    def to_codes(self, tokens):
+        """Tokens -> codes; a character is code 0 (the original clamps it so)."""
+        return tf.maximum(tokens - self.config.n_vocab, 0)
+
+    def _sequence(self, music_prev, cond, training=None):
+        """(The transformer's input [B, P + T, W] over the prefix then music positions
+        [0, T), the per-position conditioning added there [B, P + T, W]). music_prev: the
+        tokens feeding music positions (position 0's is the prefix's last character)."""
+        lyrics = cond["prefix"]
+        tokens = tf.concat([shift_right(lyrics), lyrics[:, -1:], music_prev[:, 1:]], axis=1)
+        x = self.embedding(tokens, position=0, start=cond["start"], training=training)
+        x_cond = cond.get("x_cond")
+        if x_cond is None:
+            return x, None
+        length = _static_length(music_prev)
+        x_cond = tf.pad(tf.cast(x_cond, x.dtype)[:, :length],
+                        [[0, 0], [self.config.n_lyric_tokens, 0], [0, 0]])
+        return x + x_cond, x_cond
+
+    def _alignment_input(self, codes, cond: dict):
+        x, _ = self._sequence(shift_right(self.to_tokens(codes)), cond)
+        return x, None, self.config.n_lyric_tokens
+
+    def _head(self, h, x_cond, cond):
+        """Logits float32 over the whole vocabulary (the tied output layer)."""
+        if x_cond is not None:
+            h = h + x_cond
+        return tf.cast(self.embedding.logits(h, cond.get("output_kernel")), tf.float32)
+
+    def _whole_sequence(self, music_prev):
+        """music_prev [B, T] (T static) padded so the prefix and it fill whole blocks."""
+        total = self.config.n_lyric_tokens + music_prev.shape[1]
+        return tf.pad(tf.cast(music_prev, tf.int32),
+                      [[0, 0], [0, -total % (self.config.block_ctx or 1)]])
+
+    def _call(self, inputs: dict, training=False, return_logits: bool = True):
+        config = self.config
+        codes = tf.cast(self._require(inputs, "codes", f"codes int32 [B, {config.n_ctx}]"),
+                        tf.int32)
+        cond, _ = self._conditioning(inputs, training)
+        music = self.to_tokens(codes)
+        x, x_cond = self._sequence(shift_right(music), cond, training)
+        logits = self._head(self.transformer(x, training=training), x_cond, cond)
+        prefix = config.n_lyric_tokens
+        lyric_bits = tf.reduce_mean(bits(cond["prefix"], logits[:, :prefix]))
+        gen_loss, accuracy = _masked_means(*_bits_and_hits(music, logits[:, prefix:]),
+                                           inputs.get("mask"))
+        loss = _with_lyric_loss(config, gen_loss, lyric_bits)
+        out = {"loss": loss, "metrics": {"bits_per_token": gen_loss, "accuracy": accuracy,
+                                         "lyric_bits_per_token": lyric_bits}}
+        if return_logits:
+            # Position p's distribution of codes (the characters' share left out), and the
+            # whole sequence's over the whole vocabulary.
+            out["logits"] = logits[:, prefix:, config.n_vocab:]
+            out["sequence_logits"] = logits
+        return out
+
+    def step(self, prev_tokens, position, cache: dict, cond: dict):
+        """Logits float32 [B, L, token_bins] of music positions [position, position + L) and
+        the new cache; prev_tokens: tokens (to_tokens), position 0's replaced by the prefix's
+        last character."""
+        config = self.config
+        position = tf.cast(position, tf.int32)
+        prev_tokens = tf.cast(prev_tokens, tf.int32)
+        length = _static_length(prev_tokens)
+        first = tf.equal(position + tf.range(length), 0)[None]
+        prev_tokens = tf.where(first, cond["prefix"][:, -1:], prev_tokens)
+        at = config.n_lyric_tokens + position
+        x = self.embedding(prev_tokens, position=at, start=cond["start"], training=False)
+        x_cond = cond.get("x_cond")
+        if x_cond is not None:
+            x_cond = tf.slice(tf.cast(x_cond, x.dtype), tf.stack([0, position, 0]),
+                              tf.stack([-1, length, -1]))
+            x = x + x_cond
+        h, cache = self.transformer(x, cache=cache, position=at, training=False)
+        return self._head(h, x_cond, cond), cache
+
+    def prime(self, prev_tokens, length, cache: dict, cond: dict) -> dict:
+        """The fresh cache with the lyric prefix and music positions [0, length) written."""
+        prev_tokens = self._whole_sequence(prev_tokens)
+        x, _ = self._sequence(prev_tokens, cond)
+        return self.transformer(x, cache=cache, training=False,
+                                prime_length=self.config.n_lyric_tokens + length)[1]
+
+    def forward_logits(self, prev_tokens, cond: dict):
+        """Logits float32 [B, T, token_bins] of music positions [0, T) (uncached)."""
+        length = _static_length(prev_tokens)
+        x, x_cond = self._sequence(self._whole_sequence(prev_tokens), cond)
+        logits = self._head(self.transformer(x, training=False), x_cond, cond)
+        prefix = self.config.n_lyric_tokens
+        return logits[:, prefix:prefix + length]
+
+
+def _masked_means(per_token, correct, mask=None):
+    """(Mean bits, mean accuracy) over the positions mask [B, T] keeps (all without one)."""
+    if mask is None:
+        return tf.reduce_mean(per_token), tf.reduce_mean(correct)
+    mask = tf.cast(mask, tf.float32)
+    count = tf.maximum(tf.reduce_sum(mask), 1.0)
+    return tf.reduce_sum(per_token * mask) / count, tf.reduce_sum(correct * mask) / count
+
+
+def _with_lyric_loss(config: PriorConfig, gen_loss, lyric_loss):
+    """The original's weighting: each loss by its share of all predicted tokens, the lyrics'
+    further by lyric_loss_fraction."""
+    n_lyrics, n_codes = config.n_lyric_tokens, config.n_ctx
+    return (config.lyric_loss_fraction * lyric_loss * n_lyrics + gen_loss * n_codes) / (
+        n_lyrics + n_codes)
+
+
 def prior_class(config: PriorConfig) -> type[Prior]:
+    if config.single_enc_dec:
+        return LyricPrefixPrior
     return Upsampler if config.is_upsampler else TopLevelPrior
 
 

@@ -16,7 +16,6 @@ its lyric window (lyrics.py's linear alignment) and the codes of the level above
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Sequence
@@ -27,7 +26,7 @@ import tensorflow as tf
 from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
-from jukebox_tf.prior.config import PriorConfig, with_lyrics
+from jukebox_tf.prior.config import LYRIC_LAYOUTS, PriorConfig
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
 from jukebox_tf.prior.prior import build_prior
 from jukebox_tf.vqvae.codes import codes_feature_spec, load_codes_manifest
@@ -144,9 +143,11 @@ def _hop_ratio_split(ratio: int) -> tuple[int, int]:
 
 
 def prior_config_for_codes(base: PriorConfig, data: CodesData, level: int, labels: bool = True,
-                           lyrics: bool = False) -> PriorConfig:
+                           lyrics: bool | str = False) -> PriorConfig:
     """`base` (a preset: the transformer's sizes) fitted to a codes dataset: its level, code
-    vocabulary, label vocabularies and durations, the hop ratio to the level above, lyrics."""
+    vocabulary, label vocabularies and durations, the hop ratio to the level above, lyrics
+    (True or "encoder": a lyric encoder read by cross-attention, as the 5B lyrics model;
+    "prefix": characters before the codes in one transformer, as the 1B lyrics model)."""
     manifest = data.manifest
     levels, hops = manifest["levels"], manifest["hop_lengths"]
     overrides = dict(level=level, levels=levels, l_bins=manifest["l_bins"],
@@ -163,7 +164,12 @@ def prior_config_for_codes(base: PriorConfig, data: CodesData, level: int, label
                          genre_bins=max(1, len(manifest["genres"])), min_duration=0.0,
                          max_duration=float(max(1, math.ceil(data.max_track_seconds))))
     config = dataclasses.replace(base, **overrides)
-    return with_lyrics(config) if lyrics else config
+    if not lyrics:
+        return config
+    layout = "encoder" if lyrics is True else lyrics
+    if layout not in LYRIC_LAYOUTS:
+        raise JukeboxError(f"lyrics {layout!r}: choose from {', '.join(LYRIC_LAYOUTS)}")
+    return LYRIC_LAYOUTS[layout](config)
 
 
 class PriorTask:
@@ -185,13 +191,17 @@ class PriorTask:
 
     @classmethod
     def from_codes(cls, base: PriorConfig, codes_dir: str, level: int, global_batch_size: int,
-                   labels: bool = True, lyrics: bool = False) -> "PriorTask":
+                   labels: bool = True, lyrics: bool | str = False) -> "PriorTask":
         """A task whose config is `base` fitted to the codes (prior_config_for_codes)."""
         manifest = load_codes_manifest(codes_dir)
         levels = [level] + ([level + 1] if level < manifest["levels"] - 1 else [])
         data = CodesData.load(codes_dir, levels)
         config = prior_config_for_codes(base, data, level, labels, lyrics)
         return cls(config, codes_dir, global_batch_size, data)
+
+    @property
+    def _tokenizer(self) -> lyrics_lib.LyricsTokenizer:
+        return lyrics_lib.tokenizer_for(self.config.n_vocab)
 
     @property
     def levels_needed(self) -> list[int]:
@@ -253,7 +263,7 @@ class PriorTask:
         return {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and storage.abspath(
                     self.codes_dir), "global_batch_size": self.global_batch_size,
                 "codes": {"level": self.config.level, **self.codes_info},
-                "lyrics_vocab": lyrics_lib.TOKENIZER.vocab}
+                "lyrics_vocab": self._tokenizer.vocab}
 
     # -- windows -----------------------------------------------------------------------------
 
@@ -280,7 +290,7 @@ class PriorTask:
                 for length, artist, genres in zip(data.track_lengths, data.artist_ids,
                                                   data.genre_ids)]))
         if config.lyrics:
-            tokens, lengths = lyrics_lib.pad_tokens([lyrics_lib.encode(text)
+            tokens, lengths = lyrics_lib.pad_tokens([self._tokenizer.encode(text)
                                                      for text in data.lyrics])
             t["lyric_tokens"], t["lyric_lengths"] = tf.constant(tokens), tf.constant(lengths)
         t["track_lengths"] = tf.constant(data.track_lengths)

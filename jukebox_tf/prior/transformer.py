@@ -161,7 +161,7 @@ class Transformer(keras.layers.Layer):
 
     @classmethod
     def from_prior_config(cls, config: PriorConfig, **kwargs) -> "Transformer":
-        return cls(config.width, config.depth, config.heads, config.n_ctx, blocks=config.blocks,
+        return cls(config.width, config.depth, config.heads, config.seq_ctx, blocks=config.blocks,
                    attn_order=config.attn_order, attn_mult=config.attn_mult,
                    mlp_mult=config.mlp_mult, afn=config.afn, init_scale=config.init_scale,
                    zero_out=config.zero_out, res_scale=config.res_scale,
@@ -193,6 +193,14 @@ class Transformer(keras.layers.Layer):
             return tf.recompute_grad(lambda h: block(h, training=training))(x)
         return tf.recompute_grad(
             lambda h, e: block(h, encoder_kv=e, training=training))(x, encoder_kv)
+
+    def attention_weights(self, x, layer: int, encoder_kv=None) -> tf.Tensor:
+        """Layer `layer`'s attention weights float32 [batch, heads, time, keys] in the
+        forward pass over x [batch, time, width] (FactorizedAttention.attention_weights)."""
+        for block in self.res_blocks[:layer]:
+            x = block(x, encoder_kv=encoder_kv if block.attn_kind == CROSS else None)
+        block = self.res_blocks[layer]
+        return block.attn.attention_weights(block.ln_0(x), encoder_kv)
 
     def call(self, x, encoder_kv=None, cache=None, position=None, prime_length=None,
              training=None):

@@ -25,7 +25,8 @@ MODELS = ("vqvae", "upsamplers", *TOP_MODELS)
 HF_ATTENTION = {"full_dense_attention": 0, "raw_column_previous_row_attention": 2,
                 "large_separated_enc_dec_w_lyrics": 10, "enc_dec_with_lyrics": 12}
 
-_NO_LYRICS = dict(lyrics=False, n_lyric_tokens=0, encoder_dims=0, prime_len=None)
+_NO_LYRICS = dict(lyrics=False, single_enc_dec=False, n_lyric_tokens=0, encoder_dims=0,
+                  prime_len=None, alignment_layer=None, alignment_head=0)
 _VQVAE_OPENAI = {"levels": "levels", "l_bins": "l_bins", "emb_width": "emb_width",
                  "width": "width", "depth": "depth", "m_conv": "m_conv",
                  "dilation_growth_rate": "dilation_growth_rate",
@@ -67,9 +68,9 @@ def prior_kind(config: PriorConfig) -> str:
     """'upsampler', or the TOP_MODELS kind whose layout `config` has."""
     if config.is_upsampler:
         return "upsampler"
-    if config.lyrics:
-        return "5b_lyrics"
-    return "1b_lyrics" if config.prime_len else "5b"
+    if config.single_enc_dec:
+        return "1b_lyrics"
+    return "5b_lyrics" if config.lyrics else "5b"
 
 
 def openai_prior_config(hps: dict | None, preset: str) -> PriorConfig:
@@ -88,7 +89,9 @@ def openai_prior_config(hps: dict | None, preset: str) -> PriorConfig:
     level, levels = fields.get("level", 2), fields.get("levels", 3)
     fields.update(_NO_LYRICS)  # unless the file says otherwise
     if hps.get("single_enc_dec"):
-        fields.update(prime_len=hps.get("n_tokens"), n_vocab=hps.get("n_vocab"))
+        fields.update(lyrics=True, single_enc_dec=True, n_lyric_tokens=hps["n_tokens"],
+                      prime_len=hps["n_tokens"], **_picked(hps, {
+                          "n_vocab": "n_vocab", "lyric_loss_fraction": "prime_loss_fraction"}))
     elif hps.get("use_tokens") and hps.get("n_tokens"):
         fields.update(lyrics=True, encoder_dims=hps["n_tokens"], **_picked(hps, {
             "n_lyric_tokens": "n_tokens", "n_vocab": "n_vocab", "lyric_width": "prime_width",
@@ -104,7 +107,7 @@ def openai_prior_config(hps: dict | None, preset: str) -> PriorConfig:
         if hps.get("downs_t") and hps.get("strides_t"):
             fields["cond_down_t"] = int(hps["downs_t"][level + 1])
             fields["cond_stride_t"] = int(hps["strides_t"][level + 1])
-    return _replace(prior_preset(preset), fields, "prior")
+    return _with_alignment(_replace(prior_preset(preset), fields, "prior"), hps)
 
 
 def hf_prior_config(source: dict | None, preset: str, shared: dict | None = None) -> PriorConfig:
@@ -133,7 +136,10 @@ def hf_prior_config(source: dict | None, preset: str, shared: dict | None = None
     n_tokens = int(source.get("nb_relevant_lyric_tokens") or 0)
     fields.update(_NO_LYRICS)  # unless the file says otherwise
     if source.get("is_encoder_decoder") and n_tokens:
-        fields.update(prime_len=n_tokens, n_vocab=source.get("lyric_vocab_size"))
+        fields.update(lyrics=True, single_enc_dec=True, n_lyric_tokens=n_tokens,
+                      prime_len=n_tokens, **_picked(source, {
+                          "n_vocab": "lyric_vocab_size",
+                          "lyric_loss_fraction": "encoder_loss_fraction"}))
     elif n_tokens:
         encoder = source.get("encoder_config") or {}
         fields.update(lyrics=True, n_lyric_tokens=n_tokens, encoder_dims=n_tokens,
@@ -156,7 +162,21 @@ def hf_prior_config(source: dict | None, preset: str, shared: dict | None = None
         for ours, theirs in (("cond_down_t", "res_downs_t"), ("cond_stride_t", "res_strides_t")):
             if source.get(theirs):
                 fields[ours] = int(source[theirs][hf_level])
-    return _replace(prior_preset(preset), fields, "prior")
+    return _with_alignment(_replace(prior_preset(preset), fields, "prior"), source)
+
+
+def _with_alignment(config: PriorConfig, source: dict) -> PriorConfig:
+    """`config` with the source's alignment_layer / alignment_head where they name a layer
+    and head that read the lyrics; else the default (transformers' config carries its class
+    defaults, 68 / 2, for the 1B model too, whose layer 68 does not read them)."""
+    layer, head = source.get("alignment_layer"), source.get("alignment_head")
+    if not config.lyrics or layer is None:
+        return config
+    try:
+        return dataclasses.replace(config, alignment_layer=int(layer),
+                                   alignment_head=int(head or 0))
+    except ValueError:
+        return config
 
 
 def _attention(pattern) -> int:

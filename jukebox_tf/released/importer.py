@@ -7,8 +7,8 @@
 
 Everything is checked before anything is written (each part's configuration, every key and
 shape, the vocabularies); then each run is written under a temporary name and renamed. The
-weights are converted one tensor at a time (checkpoint_writer), so converting a model takes
-about one tensor's memory beyond the file reader's, whatever the model's depth.
+weights are converted one tensor at a time (checkpoint_writer), so converting takes a few
+copies of the largest tensor beyond the file reader's memory, whatever the model's depth.
 """
 
 from __future__ import annotations
@@ -190,9 +190,6 @@ def plan_import(fmt: str, model: str, paths: Sequence[str],
         kind = configs.prior_kind(config)
         if kind != model:
             raise JukeboxError(f"{part.origin}: a {kind} top-level prior, not --model {model}")
-        if kind == "1b_lyrics":
-            raise JukeboxError(f"{part.origin}: the 1b_lyrics prior (lyrics as a token prefix of "
-                               f"one encoder-decoder) is not supported by this jukebox-tf yet")
         plan = _plan_run(f"prior_{model}", part, config)
         plan.vocab = _label_vocab(config, kind, files)
         plans.append(plan)
@@ -238,9 +235,9 @@ def _task_json(plan: RunPlan, plans: list[RunPlan], out_dir: str, fmt: str, mode
              "l_bins": config.l_bins, "sample_rate": config.sample_rate,
              "vqvae_run": os.path.abspath(os.path.join(out_dir, "vqvae")) if vqvae else None,
              **(plan.vocab or LabelVocab()).to_codes_info()}
-    vocab = lyrics_lib.VOCAB_V2 if config.n_vocab == 80 else lyrics_lib.VOCAB_V3
     return {"prior": config.to_dict(), "codes_dir": None, "global_batch_size": 1,
-            "codes": codes, "lyrics_vocab": vocab, "imported": imported}
+            "codes": codes, "lyrics_vocab": lyrics_lib.tokenizer_for(config.n_vocab).vocab,
+            "imported": imported}
 
 
 def write_runs(plans: list[RunPlan], out_dir: str, fmt: str, model: str,

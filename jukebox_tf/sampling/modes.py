@@ -17,7 +17,7 @@ at the first missing upsampler (so [None, None, top] gives the top level alone).
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -71,9 +71,9 @@ def encode_prompt(vqvae, prompt, prompt_seconds: float | None = None) -> dict[in
 
 
 def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = None,
-                 n_samples: int | None = None, artist_id: int = 0,
-                 genre_ids: Sequence[int] = (), lyrics: str | None = None,
-                 total_seconds: float | None = None, prompt=None,
+                 n_samples: int | None = None, artist_id: int | Mapping[int, int] = 0,
+                 genre_ids: Sequence[int] | Mapping[int, Sequence[int]] = (),
+                 lyrics: str | None = None, total_seconds: float | None = None, prompt=None,
                  prompt_seconds: float | None = None, codes: dict | None = None,
                  temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
                  hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
@@ -84,6 +84,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     total_seconds: the track length the timing conditioning sees (default: seconds). prompt:
     audio for primed (see encode_prompt); codes: {level: int [B, T]} for continue / upsample
     (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
+    artist_id and genre_ids: the same ids at every level, or {level: ids} where the levels'
+    priors name their labels differently (runs.Hierarchy.level_label_ids).
     """
     config = vqvae.config
     levels, hops, rate = config.levels, config.hop_lengths, config.sample_rate
@@ -117,7 +119,6 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     else:
         n_audio = audio_length(seconds, rate, hops[top])
     total_samples = n_audio if total_seconds is None else int(total_seconds * rate)
-    lyric_tokens = lyrics_lib.pad_tokens([lyrics_lib.encode(lyrics or "")] * n_samples)
 
     out = {}
     for level in reversed(range(levels)):
@@ -139,9 +140,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
         if level in primes and primes[level].shape[1] > n_tokens:
             raise JukeboxError(f"the level-{level} codes to continue are longer "
                                f"({primes[level].shape[1]}) than {seconds} s ({n_tokens})")
-        n_genres = prior_api.max_genre_words(prior)
-        labels = None if n_genres is None else np.stack(
-            [make_labels(total_samples, 0, 0, artist_id, genre_ids, n_genres)] * n_samples)
+        labels, lyric_tokens = level_conditioning(prior, level, n_samples, total_samples,
+                                                  artist_id, genre_ids, lyrics)
         out[level] = sample_level(
             prior, n_tokens, hops, labels=labels, lyrics=lyric_tokens,
             upper_codes=out.get(level + 1), prime=primes.get(level), n_samples=n_samples,
@@ -149,6 +149,52 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
             top_p=top_p, chunk_size=chunk_size, seed=seed, jit_compile=jit_compile,
             level=level, progress=progress)
     return out
+
+
+def level_conditioning(prior, level: int, n_samples: int, total_samples: int, artist_id,
+                       genre_ids, lyrics: str | None) -> tuple:
+    """(label rows int32 [n_samples, 4 + G] or None for a prior that takes none, (lyric tokens
+    [n_samples, L], lengths [n_samples]) in the prior's own character vocabulary): what
+    sample_level reads of one level. artist_id, genre_ids as sample_codes's."""
+    n_genres = prior_api.max_genre_words(prior)
+    # Each prior's own character vocabulary (the 1B and 5B models' differ).
+    tokenizer = lyrics_lib.tokenizer_for(prior_api.lyric_vocab_size(prior))
+    lyric_tokens = lyrics_lib.pad_tokens([tokenizer.encode(lyrics or "")] * n_samples)
+    labels = None if n_genres is None else np.stack([make_labels(
+        total_samples, 0, 0, _of_level(artist_id, level), _of_level(genre_ids, level),
+        n_genres)] * n_samples)
+    return labels, lyric_tokens
+
+
+def lyric_alignment_of(vqvae_config, top_prior, top_codes, *, lyrics: str | None,
+                       artist_id=0, genre_ids=(), total_seconds: float | None = None,
+                       hop_fraction: float | None = None) -> dict | None:
+    """The top prior's lyric alignment of sampled top-level codes int [B, T] (alignment.py),
+    as outputs.write_outputs takes it; None when there are no lyrics or the prior has no
+    layer that reads them. Settings as sample_codes's (the same labels and lyric windows)."""
+    from jukebox_tf.sampling.alignment import lyric_alignment
+
+    config = getattr(top_prior, "config", None)
+    if not lyrics or config is None or getattr(config, "lyric_alignment", None) is None:
+        return None
+    top = vqvae_config.levels - 1
+    hop, rate = vqvae_config.hop_lengths[top], vqvae_config.sample_rate
+    top_codes = np.asarray(top_codes, np.int32)
+    total = (top_codes.shape[1] * hop if total_seconds is None
+             else int(total_seconds * rate))
+    labels, lyric_tokens = level_conditioning(top_prior, top, len(top_codes), total,
+                                              artist_id, genre_ids, lyrics)
+    weights = lyric_alignment(top_prior, top_codes, vqvae_config.hop_lengths, labels=labels,
+                              lyrics=lyric_tokens, hop_fraction=hop_fraction)
+    tokenizer = lyrics_lib.tokenizer_for(prior_api.lyric_vocab_size(top_prior))
+    layer, head = config.lyric_alignment
+    return {"weights": weights, "texts": [tokenizer.clean(lyrics)] * len(weights),
+            "seconds_per_token": hop / rate, "layer": layer, "head": head}
+
+
+def _of_level(value, level: int):
+    """A per-level setting's value at `level` (a dict per level, else the same everywhere)."""
+    return value[level] if isinstance(value, Mapping) else value
 
 
 def decode_codes(vqvae, codes: dict) -> dict[int, np.ndarray]:
@@ -169,8 +215,15 @@ def sample_to_dir(out_dir: str, mode: str, vqvae, priors: Sequence, **kwargs) ->
     # The page and the npz record the plain settings; arrays (prompt audio, codes) stay out.
     settings = {"mode": mode, **{k: v for k, v in kwargs.items()
                                  if k not in ("prompt", "codes") and _jsonable(v)}}
+    top = vqvae.config.levels - 1
+    alignment = None if mode == "upsample" else lyric_alignment_of(
+        vqvae.config, priors[top], codes[top], lyrics=kwargs.get("lyrics"),
+        artist_id=kwargs.get("artist_id", 0), genre_ids=kwargs.get("genre_ids", ()),
+        total_seconds=kwargs.get("total_seconds"),
+        hop_fraction=per_level(kwargs.get("hop_fractions", HOP_FRACTIONS), top + 1,
+                               "hop_fractions")[top])
     paths = write_outputs(out_dir, codes, decode_codes(vqvae, codes), vqvae.config.sample_rate,
-                          settings)
+                          settings, alignment)
     return {"codes": codes, "paths": paths}
 
 

@@ -4,6 +4,7 @@
     OUT_DIR/level_<l>/sample_<i>.wav       each sample decoded from level l alone
     OUT_DIR/level_<l>/spectrograms.png     one panel per sample
     OUT_DIR/index.html                     audio players per level and sample, the settings
+    OUT_DIR/alignment.png, alignment.json  the lyric alignment (lyrics models; alignment.py)
 
 `load_codes_npz` reads codes.npz back for `--mode continue|upsample`.
 """
@@ -23,6 +24,7 @@ from jukebox_tf.audio.spectrogram import save_spectrograms_png
 from jukebox_tf.errors import JukeboxError
 
 CODES_FILE, INDEX_FILE = "codes.npz", "index.html"
+ALIGNMENT_PNG, ALIGNMENT_JSON = "alignment.png", "alignment.json"
 _KEY = "codes_l{}"
 
 
@@ -51,8 +53,10 @@ def load_codes_npz(path: str) -> tuple[dict[int, np.ndarray], dict]:
     return codes, metadata
 
 
-def _html_page(settings: dict, levels: dict, codes_file: str) -> str:
-    """levels: {level: {"wavs": [relative paths], "png": relative path}}."""
+def _html_page(settings: dict, levels: dict, codes_file: str,
+               alignment: dict | None = None) -> str:
+    """levels: {level: {"wavs": [relative paths], "png": relative path}}; alignment: {"png",
+    "json": relative paths, "layer", "head"} or None."""
     esc = html.escape
     rows = "\n".join(f"<tr><th>{esc(str(k))}</th><td>{esc(json.dumps(v))}</td></tr>"
                      for k, v in settings.items())
@@ -65,6 +69,12 @@ def _html_page(settings: dict, levels: dict, codes_file: str) -> str:
         sections.append(f'<section><h2>Level {level}</h2>\n{players}\n'
                         f'<img src="{esc(entry["png"])}" alt="level {level} spectrograms">'
                         f'</section>')
+    if alignment is not None:
+        sections.insert(1, (
+            f'<section><h2>Lyric alignment</h2>\n<p>Which lyric characters (up) the top '
+            f'level\'s music (across) attends to: layer {alignment["layer"]}, head '
+            f'{alignment["head"]} (<a href="{esc(alignment["json"])}">JSON</a>).</p>\n'
+            f'<img src="{esc(alignment["png"])}" alt="lyric alignment"></section>'))
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>jukebox-tf samples'
             f'</title>\n<style>body{{font-family:sans-serif;margin:2em}}td,th{{text-align:left;'
@@ -74,11 +84,12 @@ def _html_page(settings: dict, levels: dict, codes_file: str) -> str:
 
 
 def write_outputs(out_dir: str, codes: dict, audio: dict, sample_rate: int,
-                  settings: dict | None = None) -> dict:
+                  settings: dict | None = None, alignment: dict | None = None) -> dict:
     """Writes the files above for codes {level: int [B, T]} and their decoded audio
     {level: float [B, samples, channels]}; settings (JSON-able) go into the page and the
-    codes' metadata. Returns {"codes": path, "html": path, "wavs": {level: [paths]},
-    "pngs": {level: path}}."""
+    codes' metadata; alignment: modes.lyric_alignment_of's dict, or None. Returns {"codes":
+    path, "html": path, "wavs": {level: [paths]}, "pngs": {level: path}} and with an
+    alignment "alignment": {"png": path, "json": path}."""
     settings = dict(settings or {})
     os.makedirs(out_dir, exist_ok=True)
     written = {"wavs": {}, "pngs": {}}
@@ -96,8 +107,26 @@ def write_outputs(out_dir: str, codes: dict, audio: dict, sample_rate: int,
                          "png": os.path.relpath(png, out_dir)}
     metadata = {"sample_rate": sample_rate, "settings": settings}
     written["codes"] = save_codes_npz(os.path.join(out_dir, CODES_FILE), codes, metadata)
-    page = _html_page(settings, levels, CODES_FILE)
+    shown = None
+    if alignment is not None:
+        written["alignment"] = _write_alignment(out_dir, alignment)
+        shown = {**{k: os.path.relpath(v, out_dir) for k, v in written["alignment"].items()},
+                 "layer": alignment["layer"], "head": alignment["head"]}
+    page = _html_page(settings, levels, CODES_FILE, shown)
     written["html"] = os.path.join(out_dir, INDEX_FILE)
     with AtomicWriter(written["html"]) as f:
         f.write(page.encode("utf-8"))
     return written
+
+
+def _write_alignment(out_dir: str, alignment: dict) -> dict:
+    from jukebox_tf.sampling.alignment import alignment_json, render_alignment_png
+
+    args = alignment["weights"], alignment["texts"], alignment["seconds_per_token"]
+    paths = {"png": os.path.join(out_dir, ALIGNMENT_PNG),
+             "json": os.path.join(out_dir, ALIGNMENT_JSON)}
+    with AtomicWriter(paths["png"]) as f:
+        f.write(render_alignment_png(*args))
+    with AtomicWriter(paths["json"]) as f:
+        f.write(alignment_json(*args, alignment["layer"], alignment["head"]).encode("utf-8"))
+    return paths

@@ -17,6 +17,10 @@ A prior (TopLevelPrior, Upsampler, or a test stand-in) offers:
 - optional `forward_logits(prev_tokens int32 [B, T], cond) -> logits float32 [B, T, l_bins]`:
   positions [0, T) by one uncached forward pass (the naive sampler's reference; without it
   the naive sampler runs `step` over all T positions from a fresh cache).
+- optional `to_tokens(codes) -> tokens` and `to_codes(tokens) -> codes`, for a prior whose
+  step reads and scores tokens of a vocabulary larger than its codes (the 1B lyrics model's
+  characters then codes): the sampler works on tokens and returns codes. With them, an
+  `always_prime` attribute says `prime` must run even for an empty prime (it writes a prefix).
 
 The optional facts below are read through these accessors, so a prior that names them
 differently needs a change here only.
@@ -88,13 +92,32 @@ def timing_sample_rate(prior) -> int | None:
     return None if rate is None else int(rate)
 
 
+def lyric_vocab_size(prior) -> int:
+    """The ids of the prior's character vocabulary with padding (lyrics.tokenizer_for)."""
+    return int(_first(prior, ("n_vocab",), 80))
+
+
+def to_tokens(prior, codes):
+    """Codes -> the tokens the prior's step reads (the codes themselves for most priors)."""
+    convert = getattr(prior, "to_tokens", None)
+    return codes if convert is None else convert(codes)
+
+
+def to_codes(prior, tokens):
+    """The tokens the prior's step scores -> codes."""
+    convert = getattr(prior, "to_codes", None)
+    return tokens if convert is None else convert(tokens)
+
+
 def one_pass_prime(prior):
     """The prior's `prime(prev_tokens, length, cache, cond) -> cache` in graph, skipped for an
     empty prime (an unprimed first window: under XLA the pass covers the whole window whatever
-    the prime's length); None when the prior has no `prime`."""
+    the prime's length) unless the prior is `always_prime`; None when it has no `prime`."""
     prime = getattr(prior, "prime", None)
     if prime is None:
         return None
+    if getattr(prior, "always_prime", False):
+        return prime
     import tensorflow as tf
 
     def prime_nonempty(prev_tokens, length, cache, cond):

@@ -38,9 +38,12 @@ class Hierarchy:
     vqvae_run: str
     priors: list  # index = level; the loaded prior, or None (RunInfo from plan_hierarchy)
     runs: dict[int, RunInfo]  # level -> the run it comes from
-    vocab: LabelVocab  # the names the label ids stand for (id 0 = unknown)
+    vocab: LabelVocab  # the top prior's label names (id 0 = unknown), else an upsampler's
     notes: list[str]  # what was chosen for the user (e.g. the default VQ-VAE run)
     warnings: list[str] = dataclasses.field(default_factory=list)  # doubtful combinations
+    # level -> its run's label names where they differ from `vocab` (the released 1B lyrics
+    # model's top prior names v3 ids, its upsamplers v2 ids).
+    level_vocabs: dict[int, LabelVocab] = dataclasses.field(default_factory=dict)
 
     @property
     def artists(self) -> tuple[str, ...]:
@@ -63,9 +66,24 @@ class Hierarchy:
         top = self.runs.get(self.top)
         return bool(top and top.config.get("lyrics"))
 
+    def vocab_of(self, level: int) -> LabelVocab:
+        return self.level_vocabs.get(level, self.vocab)
+
     def label_ids(self, artist: str | None, genres: Sequence[str] = ()
                   ) -> tuple[int, list[int], list[str]]:
+        """label_ids by `vocab` (the top prior's names)."""
         return label_ids(artist, genres, self.vocab)
+
+    def level_label_ids(self, artist: str | None, genres: Sequence[str] = ()
+                        ) -> tuple[dict[int, int], dict[int, list[int]], list[str]]:
+        """({level: artist id}, {level: genre ids}, warnings) for every level, each by its
+        run's names (sample_codes takes both dicts); a warning is given once."""
+        artists, genre_ids, warnings = {}, {}, []
+        for level in range(self.vqvae_config.levels):
+            artists[level], genre_ids[level], found = label_ids(artist, genres,
+                                                                self.vocab_of(level))
+            warnings += [w for w in found if w not in warnings]
+        return artists, genre_ids, warnings
 
 
 def _require_dir(path: str, what: str, flag: str):
@@ -170,17 +188,14 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
             warnings.append(f"{flag} {info.run_dir} was trained on codes of the VQ-VAE in "
                             f"{recorded}, not {vqvae_dir} (the sizes match; the codes may "
                             f"not)")
-    # Label vocabularies: the top prior's (its ids start every sample), else an upsampler's.
-    vocab_from = infos.get(top) or infos[max(infos)]
-    vocab = LabelVocab.from_codes_info(vocab_from.codes)
-    for info in infos.values():
-        if info is not vocab_from and info.config.get("labels") and (
-                LabelVocab.from_codes_info(info.codes) != vocab):
-            warnings.append(f"{info.run_dir} was trained with other artist/genre "
-                            f"vocabularies than {vocab_from.run_dir}: its labels follow the "
-                            f"latter's ids")
+    # Label names: the top prior's, else an upsampler's; a level whose run names other ids
+    # gets its own, so a name means the same artist at every level.
+    vocab = LabelVocab.from_codes_info((infos.get(top) or infos[max(infos)]).codes)
+    level_vocabs = {level: LabelVocab.from_codes_info(info.codes)
+                    for level, info in infos.items() if info.config.get("labels")}
+    level_vocabs = {level: v for level, v in level_vocabs.items() if v != vocab}
     priors = [infos.get(level) for level in range(vq.levels)]
-    return Hierarchy(None, vq, vqvae_dir, priors, infos, vocab, notes, warnings)
+    return Hierarchy(None, vq, vqvae_dir, priors, infos, vocab, notes, warnings, level_vocabs)
 
 
 def load_weights(plan: Hierarchy, levels: Sequence[int] | None = None,

@@ -113,7 +113,9 @@ class WindowSampler:
     def _generate(self, cond, tokens, length, n_new, key):
         """tokens int32 [B, n_ctx]: the prime in [0, length), then anything -> the buffer with
         n_new sampled tokens written at [length, length + n_new)."""
-        cache = self.prior.init_cache(tokens.shape[0], cond)
+        prior = self.prior
+        tokens = prior_api.to_tokens(prior, tokens)
+        cache = prior.init_cache(tokens.shape[0], cond)
         # The per-token loop goes on from `start` <= length: it always feeds the prime's last
         # token (at position `length`, whose logits draw the first new token).
         cache, start = self._prime(cond, _shifted(tokens), cache, length)
@@ -127,12 +129,13 @@ class WindowSampler:
             return position + 1, cache, _write_column(tokens, position, token)
 
         stop = length + n_new
-        return tf.while_loop(lambda position, *_: position < stop, body,
-                             (start, cache, tokens))[2]
+        return prior_api.to_codes(prior, tf.while_loop(
+            lambda position, *_: position < stop, body, (start, cache, tokens))[2])
 
     def _generate_naive(self, cond, prime, key, n_new: int):
         batch, length = prime.shape
-        tokens = tf.concat([prime, tf.zeros([batch, n_new], tf.int32)], axis=1)
+        tokens = prior_api.to_tokens(
+            self.prior, tf.concat([prime, tf.zeros([batch, n_new], tf.int32)], axis=1))
 
         def body(t, tokens):
             # Everything recomputed from scratch: one uncached forward pass over the prime and
@@ -143,7 +146,7 @@ class WindowSampler:
             return t + 1, _write_column(tokens, position, token)
 
         _, tokens = tf.while_loop(lambda t, _: t < n_new, body, (tf.constant(0), tokens))
-        return tokens[:, length:]
+        return prior_api.to_codes(self.prior, tokens[:, length:])
 
     def _checked(self, prime, n_new):
         prime = np.asarray(prime, np.int32)

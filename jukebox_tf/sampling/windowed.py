@@ -51,7 +51,7 @@ def window_starts(total_tokens: int, n_ctx: int, hop_fraction: float) -> list[in
     return get_starts(total_tokens, n_ctx, hop)
 
 
-def _window_inputs(prior, start: int, hop_length: int, labels, lyrics, upper_codes,
+def window_inputs(prior, start: int, hop_length: int, labels, lyrics, upper_codes,
                    upper_ratio: int | None) -> dict:
     """The conditioning inputs of the window starting at token `start`."""
     ctx = prior_api.n_ctx(prior)
@@ -142,7 +142,7 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
         end = min(start + ctx, total_tokens)
         if end <= codes.shape[1]:
             continue  # all in the prime already
-        inputs = _window_inputs(prior, start, hop_length, labels, lyrics, upper_codes,
+        inputs = window_inputs(prior, start, hop_length, labels, lyrics, upper_codes,
                                 upper_ratio)
         cond = prior.conditioning(inputs, training=False)
         new = sampler.sample(cond, codes[:, start:], end - codes.shape[1],

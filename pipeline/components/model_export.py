@@ -54,7 +54,8 @@ class Executor(base_executor.BaseExecutor):
         with storage.temporary_directory("jukebox-export-", model.uri) as base:
             result = export_models(hierarchy.vqvae, hierarchy.priors, base, 1,
                                    vocab=hierarchy.vocab,
-                                   limits=limits, model_name=exec_properties["model_name"])
+                                   level_vocabs=hierarchy.level_vocabs, limits=limits,
+                                   model_name=exec_properties["model_name"])
             storage.rename(result.path, serving_dir)
         model.set_string_custom_property("signatures", ",".join(result.signatures))
         model.set_int_custom_property("size_bytes", result.size_bytes)

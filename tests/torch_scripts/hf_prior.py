@@ -3,14 +3,17 @@ computes, for tests/test_import_priors.py (run with the PyTorch reference venv).
 
     python hf_prior.py SPEC_JSON OUT_DIR
 
-SPEC: {"layout": "upsampler" | "5b" | "5b_lyrics", "level": 0 | 1 (upsamplers), "width",
-"depth", "heads", "n_ctx", "blocks", "artist_bins", "genre_bins", "cond_width", "cond_depth",
-"n_lyric_tokens", "lyric_width", "lyric_depth", "lyric_heads", "lyric_blocks", "sample": bool}.
+SPEC: {"layout": "upsampler" | "5b" | "5b_lyrics" | "1b_lyrics", "level": 0 | 1 (upsamplers),
+"width", "depth", "heads", "n_ctx", "blocks", "artist_bins", "genre_bins", "cond_width",
+"cond_depth", "n_lyric_tokens", "lyric_width", "lyric_depth", "lyric_heads", "lyric_blocks",
+"sample": bool}.
 The configuration is the released model's but for these sizes (mask on, merged_decoder as
 released: hf_reference notes). OUT_DIR/model/: save_pretrained; OUT_DIR/reference.npz: inputs
 (codes, labels [B, 4 + G], upper_codes, lyrics) and the teacher-forced logits, bits per token
 (and the lyric encoder's), and with "sample" greedy tokens of two windows (the second primed by
-the first, at the original's hop) with their inputs.
+the first, at the original's hop) with their inputs. For 1b_lyrics (one transformer over the
+lyric window then the music, 79 characters then the codes), `logits` are the music positions'
+over the codes and `sequence_logits` the whole sequence's over the whole vocabulary.
 """
 
 import json
@@ -30,15 +33,22 @@ spec, out = json.loads(sys.argv[1]), sys.argv[2]
 layout = spec["layout"]
 hf_level = 2 - spec["level"] if layout == "upsampler" else 0
 lyrics = layout == "5b_lyrics"
-genres = 5
+single = layout == "1b_lyrics"
+genres = 1 if single else 5
+chars = 79 if single else 80
 config = dict(
     level=hf_level, hidden_size=spec["width"], num_layers=spec["depth"], n_heads=spec["heads"],
-    n_ctx=spec["n_ctx"], blocks=spec["blocks"], mask=True, is_encoder_decoder=False,
-    merged_decoder=layout != "upsampler", metadata_dims=[spec["genre_bins"], spec["artist_bins"]],
-    max_nb_genres=genres, timing_dims=128, max_duration=600.0,
-    min_duration={"5b": 60.0, "5b_lyrics": 23.8}.get(layout, 0.0),
-    attention_pattern="large_separated_enc_dec_w_lyrics" if lyrics else
-    "raw_column_previous_row_attention", nb_relevant_lyric_tokens=spec.get("n_lyric_tokens", 0))
+    n_ctx=spec["n_ctx"], blocks=spec["blocks"], mask=True, is_encoder_decoder=single,
+    merged_decoder=layout in ("5b", "5b_lyrics"),
+    metadata_dims=[spec["genre_bins"], spec["artist_bins"]], max_nb_genres=genres,
+    timing_dims=64 if single else 128, max_duration=600.0,
+    min_duration={"5b": 60.0, "5b_lyrics": 23.8, "1b_lyrics": 17.84}.get(layout, 0.0),
+    attention_pattern={"5b_lyrics": "large_separated_enc_dec_w_lyrics",
+                       "1b_lyrics": "enc_dec_with_lyrics"}.get(
+                           layout, "raw_column_previous_row_attention"),
+    nb_relevant_lyric_tokens=spec.get("n_lyric_tokens", 0))
+if single:
+    config.update(lyric_vocab_size=chars)
 if layout == "upsampler":
     config.update(res_conv_width=spec["cond_width"], res_conv_depth=spec["cond_depth"],
                   res_dilation_cycle=8, res_dilation_growth_rate=3,
@@ -78,8 +88,9 @@ B, n_ctx = 2, spec["n_ctx"]
 rng = np.random.RandomState(1)
 raw_to_tokens = {0: 8, 1: 32, 2: 128}[spec.get("level", 2)]
 total_length = int(200 * 44100)
-artists, genre_ids = [3, spec["artist_bins"] - 1], [[1, 2, -1, -1, -1], [4, -1, -1, -1, -1]]
-full_lyrics = rng.randint(1, 80, 3000)  # one song's lyrics for every row (see below)
+artists = [3, spec["artist_bins"] - 1]
+genre_ids = [[1], [4]] if single else [[1, 2, -1, -1, -1], [4, -1, -1, -1, -1]]
+full_lyrics = rng.randint(1, chars, 3000)  # one song's lyrics for every row (see below)
 
 
 def labels(start):
@@ -99,7 +110,7 @@ def lyric_window(start):
 
 def metadata(start):
     rows = labels(start)
-    if lyrics:
+    if lyrics or single:
         rows = np.concatenate([rows, lyric_window(start)], axis=1)
     return torch.from_numpy(rows)
 
@@ -110,6 +121,10 @@ def upper(start, codes_above):
 
 
 def logits_of(music, conds, meta):
+    if single:  # the whole sequence's logits over the whole vocabulary
+        with torch.no_grad():
+            return prior.forward_tokens(music_tokens=music, music_tokens_conds=conds,
+                                        metadata=meta, get_preds=True)[1]["preds"], None
     with torch.no_grad():
         audio_cond, meta_cond, lyric_tokens = prior.get_cond(conds, meta)
         enc = prior.get_encoder_states(lyric_tokens)
@@ -128,8 +143,15 @@ upper_all = rng.randint(0, 2048, (B, (n_ctx + n_ctx // 2) // 4 + 1))
 meta = metadata(0)
 logits, lyric_logits = logits_of(torch.from_numpy(codes), upper(0, upper_all), meta)
 result = dict(codes=codes, labels=labels(0), upper_codes=upper_all, full_lyrics=full_lyrics,
-              total_length=total_length, logits=logits.numpy(),
-              bits_per_token=bits(logits, torch.from_numpy(codes)))
+              total_length=total_length)
+if single:
+    n_lyr = spec["n_lyric_tokens"]
+    window = meta[:, -n_lyr:]
+    result.update(logits=logits[:, n_lyr:, chars:].numpy(), sequence_logits=logits.numpy(),
+                  lyrics=window.numpy(), lyric_bits_per_token=bits(logits[:, :n_lyr], window),
+                  bits_per_token=bits(logits[:, n_lyr:], torch.from_numpy(codes) + chars))
+else:
+    result.update(logits=logits.numpy(), bits_per_token=bits(logits, torch.from_numpy(codes)))
 if lyrics:
     result.update(lyrics=meta[:, -spec["n_lyric_tokens"]:].numpy(),
                   lyric_bits_per_token=bits(lyric_logits, meta[:, -spec["n_lyric_tokens"]:]))
