@@ -1,6 +1,6 @@
 """The priors: a top-level prior and the upsamplers, autoregressive over one level's codes.
 
-    prior = build_prior(config)                 # TopLevelPrior or Upsampler, by config.level
+    prior = build_prior(config)  # TopLevelPrior, LyricPrefixPrior (single_enc_dec), Upsampler
     out = prior({"codes": codes, "labels": y, "lyrics": chars, "mask": m}, training=True)
     out["logits"]   # float32 [B, n_ctx, l_bins]: position p predicts codes[:, p]
     out["loss"]     # scalar: bits per token (+ the weighted lyric loss)
@@ -18,7 +18,8 @@ Inputs (int32 unless noted), as the original's SimplePrior:
 - "labels" [B, 4 + max_genre_words] (labels.py) when config.labels: artist and genre words
   form the start token; a top prior also adds timing embeddings at every position.
 - "lyrics" [B, n_lyric_tokens] when config.lyrics: the character window (lyrics.lyric_window)
-  that the lyric encoder reads; the decoder's cross-attention layers attend to its output.
+  that the lyric encoder reads (the decoder's cross-attention layers attend to its output), or
+  with single_enc_dec the prefix of the window's sequence (LyricPrefixPrior).
 - "upper_codes" [B, n_ctx // hop_ratio] for upsamplers: the codes of level + 1 over the same
   audio, embedded and upsampled to this level's rate, added at every position.
 - "mask" float [B, n_ctx], optional: 1 where codes are real, 0 for padding (excluded from the
