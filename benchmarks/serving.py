@@ -29,8 +29,6 @@ import contextlib
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +41,6 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import portpicker  # noqa: E402
 from bench_common import write_result  # noqa: E402
 
 import serving_load  # noqa: E402
@@ -151,22 +148,10 @@ def measure(target, signature, concurrency, per_client) -> dict:
     return stats(latencies, time.perf_counter() - start) | {"errors": len(errors)}
 
 
-@contextlib.contextmanager
 def server_process(config, batching_config=None):
-    port = portpicker.pick_unused_port()
-    command = [sys.executable, "-m", "serving", "--model-config", config, "--port", str(port),
-               "--rest-port", "0", "--log-level", "WARNING", "--grpc-threads", "8"]
-    if batching_config:
-        command += ["--batching-config", batching_config]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(command, env=env)
-    try:
-        target = f"127.0.0.1:{port}"
-        client.wait_until_available(target, MODEL, timeout=600)
-        yield target, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+    extra = ["--grpc-threads", "8"] + (["--batching-config", batching_config]
+                                       if batching_config else [])
+    return serving_load.server_process(config, MODEL, *extra)
 
 
 def median_pair(first, second, repeats) -> tuple[float, float]:

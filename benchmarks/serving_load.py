@@ -16,7 +16,7 @@ last: the targets are zero errors and under 10% growth between the two.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,6 +160,24 @@ def summarize(results, wall):
                              "per_signature": per_signature}
 
 
+@contextlib.contextmanager
+def server_process(config: str, model: str, *extra: str, timeout: float = 600.0):
+    """`python -m serving` on CONFIG at a free port, from when MODEL is available until the
+    block ends: yields (the gRPC target, the process)."""
+    port = portpicker.pick_unused_port()
+    command = [sys.executable, "-m", "serving", "--model-config", config, "--port", str(port),
+               "--rest-port", "0", "--log-level", "WARNING", *extra]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(command, env=env)
+    try:
+        target = f"127.0.0.1:{port}"
+        client.wait_until_available(target, model, timeout=timeout)
+        yield target, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.quick:
@@ -171,18 +189,11 @@ def main(argv=None) -> int:
             else models[0]
         if model is None:
             sys.exit(f"model {args.model!r} is not in {config}")
-        port = portpicker.pick_unused_port()
-        command = [sys.executable, "-m", "serving", "--model-config", config, "--port",
-                   str(port), "--rest-port", "0", "--log-level", "WARNING",
-                   "--max-concurrent-rpcs", str(max(64, 2 * args.clients)),
-                   "--grpc-threads", str(max(8, args.clients))]
+        extra = ["--max-concurrent-rpcs", str(max(64, 2 * args.clients)),
+                 "--grpc-threads", str(max(8, args.clients))]
         if args.batching_config:
-            command += ["--batching-config", args.batching_config]
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        server = subprocess.Popen(command, env=env)
-        try:
-            target = f"127.0.0.1:{port}"
-            client.wait_until_available(target, model.name, timeout=600)
+            extra += ["--batching-config", args.batching_config]
+        with server_process(config, model.name, *extra) as (target, server):
             wanted = set(args.signatures.split(",")) if args.signatures else set()
             with client.connect(target) as channel:
                 specs = load_specs(channel, model.name, model.base_path, wanted)
@@ -193,9 +204,6 @@ def main(argv=None) -> int:
             wall = run_clients(target, model.name, specs, args.clients, args.requests,
                                args.length, recorder, lengths)
             rss_last = recorder.proc.memory_info().rss
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=120)
 
     result = summarize(recorder.results, wall)
     growth = (rss_last - recorder.rss_first) / recorder.rss_first

@@ -346,6 +346,35 @@ def test_weight_decay_switches_to_adamw_with_decoupled_decay(tmp_path):
         np.testing.assert_allclose(b - a, -lr * wd * w0, atol=1e-6)
 
 
+def test_restore_variables_reads_what_checkpoint_restore_reads(tmp_path):
+    """One variable at a time, under the keys TF gives them (names with '.' and '/' escaped,
+    nested objects), the same values as tf.train.Checkpoint.restore; a file that does not
+    match gives restore's error."""
+    from jukebox_tf.training import checkpoints
+
+    def tree(fill=None):
+        def var(value):
+            return tf.Variable(np.zeros_like(value) if fill is not None else value)
+
+        inner = tf.Module()
+        inner.w = var(np.arange(12, dtype=np.float32).reshape(3, 4))
+        return {"a.b": var(np.array([1.5, -2.0], np.float32)),
+                "c/d": var(np.array([7, 8, 9], np.int64)), "inner": inner}
+
+    path = tf.train.Checkpoint(**tree()).save(str(tmp_path / "ckpt"))
+    expected, got = tree(fill=0), tree(fill=0)
+    tf.train.Checkpoint(**expected).restore(path).assert_existing_objects_matched()
+    checkpoints.restore_variables(tf.train.Checkpoint(**got), path)
+    for a, b in ((expected["a.b"], got["a.b"]), (expected["c/d"], got["c/d"]),
+                 (expected["inner"].w, got["inner"].w)):
+        assert b.numpy().any()
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    wrong = tree(fill=0)
+    wrong["inner"].w = tf.Variable(np.zeros([4, 3], np.float32))
+    with pytest.raises(JukeboxError, match="does not match what this run builds"):
+        checkpoints.restore_variables(tf.train.Checkpoint(**wrong), path)
+
+
 def test_restore_for_eval_errors(tmp_path):
     with pytest.raises(JukeboxError, match="no checkpoint to restore"):
         restore_for_eval(Regression(), str(tmp_path))

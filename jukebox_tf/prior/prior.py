@@ -444,22 +444,23 @@ class Prior(keras.Model):
         x, _ = self._embed(self._whole_blocks(prev_tokens, length), 0, cond, training=False)
         return self.transformer(x, cache=cache, prime_length=length, training=False)[1]
 
-    def _whole_blocks(self, prev_tokens, length=None):
-        """prev_tokens [B, T] (T static, <= n_ctx) padded with zeros to whole blocks, the
-        length the blocked attention layers take; with `length` (outside XLA, where shapes
-        may be dynamic) cut to the blocks that hold positions [0, length), at least one (the
-        cache write gathers from them)."""
+    def _whole_blocks(self, prev_tokens, length=None, offset: int = 0):
+        """prev_tokens [B, T] (T static, <= n_ctx) padded with zeros so that they and the
+        `offset` positions before them (a lyric prefix) fill whole blocks, the length the
+        blocked attention layers take; with `length` (outside XLA, where shapes may be
+        dynamic) cut to the blocks that hold positions [0, offset + length), with at least
+        one of prev_tokens (the cache write gathers from them)."""
         prev_tokens = tf.cast(prev_tokens, tf.int32)
         total = prev_tokens.shape[1]
         if total is None or total > self.config.n_ctx:
             raise ValueError(f"need a static number of positions <= n_ctx="
                              f"{self.config.n_ctx}, got {total}")
         block = self.config.block_ctx or 1
-        prev_tokens = tf.pad(prev_tokens, [[0, 0], [0, -total % block]])
+        prev_tokens = tf.pad(prev_tokens, [[0, 0], [0, -(offset + total) % block]])
         if length is None or in_xla_context():
             return prev_tokens
-        blocks = tf.maximum((tf.cast(length, tf.int32) + block - 1) // block, 1)
-        return prev_tokens[:, :blocks * block]
+        end = offset + tf.maximum(tf.cast(length, tf.int32), 1)
+        return prev_tokens[:, :(end + block - 1) // block * block - offset]
 
     def forward_logits(self, prev_tokens, cond: dict):
         """Logits float32 [B, T, l_bins] of positions [0, T) (T <= n_ctx, static) by one
@@ -574,12 +575,6 @@ class LyricPrefixPrior(TopLevelPrior):
             h = h + x_cond
         return tf.cast(self.embedding.logits(h, cond.get("output_kernel")), tf.float32)
 
-    def _whole_sequence(self, music_prev):
-        """music_prev [B, T] (T static) padded so the prefix and it fill whole blocks."""
-        total = self.config.n_lyric_tokens + music_prev.shape[1]
-        return tf.pad(tf.cast(music_prev, tf.int32),
-                      [[0, 0], [0, -total % (self.config.block_ctx or 1)]])
-
     def _call(self, inputs: dict, training=False, return_logits: bool = True):
         config = self.config
         codes = tf.cast(self._require(inputs, "codes", f"codes int32 [B, {config.n_ctx}]"),
@@ -623,16 +618,18 @@ class LyricPrefixPrior(TopLevelPrior):
         return self._head(h, x_cond, cond), cache
 
     def prime(self, prev_tokens, length, cache: dict, cond: dict) -> dict:
-        """The fresh cache with the lyric prefix and music positions [0, length) written."""
-        prev_tokens = self._whole_sequence(prev_tokens)
-        x, _ = self._sequence(prev_tokens, cond)
+        """The fresh cache with the lyric prefix and music positions [0, length) written, by
+        one forward pass over the blocks that hold them (under XLA: the whole window)."""
+        prefix = self.config.n_lyric_tokens
+        x, _ = self._sequence(self._whole_blocks(prev_tokens, length, prefix), cond)
         return self.transformer(x, cache=cache, training=False,
-                                prime_length=self.config.n_lyric_tokens + length)[1]
+                                prime_length=prefix + length)[1]
 
     def forward_logits(self, prev_tokens, cond: dict):
         """Logits float32 [B, T, token_bins] of music positions [0, T) (uncached)."""
         length = _static_length(prev_tokens)
-        x, x_cond = self._sequence(self._whole_sequence(prev_tokens), cond)
+        x, x_cond = self._sequence(
+            self._whole_blocks(prev_tokens, offset=self.config.n_lyric_tokens), cond)
         logits = self._head(self.transformer(x, training=False), x_cond, cond)
         prefix = self.config.n_lyric_tokens
         return logits[:, prefix:prefix + length]

@@ -86,7 +86,7 @@ def restore_for_eval(task, run_dir: str, use_ema: bool = True,
         model = task.build()
     ema = ExponentialMovingAverage(model.trainable_variables, 0.0) if use_ema else None
     tracked = {"model": model_variables(model), **({"ema": ema} if ema else {})}
-    checkpoints.restore(tf.train.Checkpoint(**tracked), path, partial=True)
+    checkpoints.restore_variables(tf.train.Checkpoint(**tracked), path)
     if ema:
         ema.copy_to(model.trainable_variables)
     return model

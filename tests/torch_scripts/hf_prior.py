@@ -26,62 +26,23 @@ import torch
 from transformers import JukeboxPrior, JukeboxPriorConfig
 from transformers.utils import logging
 
+import hf_layouts
+from hf_layouts import characters, prior_config, randomize
+
 logging.set_verbosity_error()
 torch.manual_seed(0)
 torch.set_num_threads(2)
 spec, out = json.loads(sys.argv[1]), sys.argv[2]
 layout = spec["layout"]
-hf_level = 2 - spec["level"] if layout == "upsampler" else 0
 lyrics = layout == "5b_lyrics"
 single = layout == "1b_lyrics"
 genres = 1 if single else 5
-chars = 79 if single else 80
-config = dict(
-    level=hf_level, hidden_size=spec["width"], num_layers=spec["depth"], n_heads=spec["heads"],
-    n_ctx=spec["n_ctx"], blocks=spec["blocks"], mask=True, is_encoder_decoder=single,
-    merged_decoder=layout in ("5b", "5b_lyrics"),
-    metadata_dims=[spec["genre_bins"], spec["artist_bins"]], max_nb_genres=genres,
-    timing_dims=64 if single else 128, max_duration=600.0,
-    min_duration={"5b": 60.0, "5b_lyrics": 23.8, "1b_lyrics": 17.84}.get(layout, 0.0),
-    attention_pattern={"5b_lyrics": "large_separated_enc_dec_w_lyrics",
-                       "1b_lyrics": "enc_dec_with_lyrics"}.get(
-                           layout, "raw_column_previous_row_attention"),
-    nb_relevant_lyric_tokens=spec.get("n_lyric_tokens", 0))
-if single:
-    config.update(lyric_vocab_size=chars)
-if layout == "upsampler":
-    config.update(res_conv_width=spec["cond_width"], res_conv_depth=spec["cond_depth"],
-                  res_dilation_cycle=8, res_dilation_growth_rate=3,
-                  conv_res_scale=spec["level"] == 1)
-if lyrics:
-    config.update(lyric_vocab_size=80, encoder_config=dict(
-        hidden_size=spec["lyric_width"], num_layers=spec["lyric_depth"],
-        n_heads=spec["lyric_heads"], attention_pattern="raw_column_previous_row_attention",
-        blocks=spec["lyric_blocks"], mask=True, nb_relevant_lyric_tokens=spec["n_lyric_tokens"],
-        metadata_conditioning=False, is_encoder_decoder=False, merged_decoder=False,
-        lyric_vocab_size=80))
+chars = characters(layout)
+config, hf_level = prior_config(spec)
 prior = JukeboxPrior(JukeboxPriorConfig(**config), level=hf_level).eval()
-
-# Weights at a scale where activations and logits are of order one (the port's own
-# initialisation, std 0.02 x init_scale, would leave them near zero).
-with torch.no_grad():
-    for name, p in prior.named_parameters():
-        if "layer_norm" in name:
-            p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape))
-        elif p.ndim == 1:
-            p.copy_(0.1 * torch.randn(p.shape))
-        elif p.ndim == 3:  # Conv1d [out, in, k] / ConvTranspose1d [in, out, k]
-            fan_in = (p.shape[1] if "upsample_block" not in name or "resnet" in name
-                      else p.shape[0] / 2) * p.shape[2]
-            p.copy_(torch.randn(p.shape) / math.sqrt(fan_in))
-        elif name.endswith((".weight",)) and ("lm_head" in name or "fc_proj_out" in name):
-            p.copy_(torch.randn(p.shape) / math.sqrt(p.shape[1]))  # nn.Linear [out, in]
-        elif "embed" in name or "emb" in name or "start_token" in name:
-            p.copy_(torch.randn(p.shape) / math.sqrt(p.shape[-1]))
-        else:  # JukeboxConv1D [in, out]
-            p.copy_(torch.randn(p.shape) / math.sqrt(p.shape[0]))
-    if layout == "upsampler":  # tied: the output layer is the token embedding
-        assert prior.prior.fc_proj_out.weight is prior.prior.embed_tokens.weight
+randomize(prior)
+if layout == "upsampler":  # tied: the output layer is the token embedding
+    assert prior.prior.fc_proj_out.weight is prior.prior.embed_tokens.weight
 prior.save_pretrained(os.path.join(out, "model"), safe_serialization=False)
 
 B, n_ctx = 2, spec["n_ctx"]
@@ -100,12 +61,8 @@ def labels(start):
 
 
 def lyric_window(start):
-    # The original's linear alignment (labels.py get_relevant_lyric_tokens), in float64.
-    n = spec["n_lyric_tokens"]
-    offset, duration = start * raw_to_tokens, n_ctx * raw_to_tokens
-    mid = int(len(full_lyrics) * (offset + duration / 2.0) / total_length)
-    mid = min(max(mid, n // 2), len(full_lyrics) - n // 2)
-    return np.tile(full_lyrics[mid - n // 2:mid + n // 2], (B, 1))
+    return hf_layouts.lyric_window(full_lyrics, spec["n_lyric_tokens"], start * raw_to_tokens,
+                                   n_ctx * raw_to_tokens, total_length, B)
 
 
 def metadata(start):
