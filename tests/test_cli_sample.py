@@ -115,6 +115,14 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
     assert settings["artist"] == "ann (id 1)" and settings["genres"] == (
         "rock (id 1), polka (id 0)")
     assert settings["temperatures (top first)"] == [1.0, 0.9, 0.9]
+    # Where the time went, window by window (these priors' contexts: 1, 2 and 8 windows),
+    # on the page and printed.
+    timing = settings["timing (s)"]
+    assert {level: len(ts) for level, ts in timing["windows"].items()} == {
+        "2": 1, "1": 2, "0": 8}
+    assert timing["load"] > 0 and timing["decode"] > 0
+    assert all(t > 0 for ts in timing["windows"].values() for t in ts)
+    assert "time: load" in stdout and "level 0" in stdout.split("time:")[1]
     assert "ann (id 1)" in page and "la la la" in page
     assert "unknown genre 'polka'" in stderr and "'rock', 'pop'" in stderr
     assert "using the VQ-VAE the priors' codes were encoded with" in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 MODES = ("ancestral", "primed", "continue", "upsample")  # sampling.modes.MODES, without TF
 
@@ -283,8 +284,11 @@ def _sample(args) -> dict:
     from jukebox_tf.sampling.outputs import write_outputs
     from jukebox_tf.sampling.runs import load_weights
 
+    began = time.perf_counter()
     runs = load_weights(plan, [level for level in levels
                                if not (args.mode == "upsample" and level == plan.top)])
+    loaded = time.perf_counter()
+    windows = {}
     priors = runs.priors
     if args.mode == "upsample":
         priors = list(priors)
@@ -294,7 +298,7 @@ def _sample(args) -> dict:
         artist_id=artist_ids, genre_ids=level_genre_ids, lyrics=lyrics,
         total_seconds=args.total_seconds, prompt=prompt, prompt_seconds=args.prompt_seconds,
         codes=saved, temperatures=temperatures, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, jit_compile=args.xla, progress=not args.quiet)
+        seed=args.seed, jit_compile=args.xla, progress=not args.quiet, timings=windows)
     codes = {level: c for level, c in codes.items() if level in levels}
     top_codes = codes[plan.top]
     settings = {
@@ -324,9 +328,15 @@ def _sample(args) -> dict:
             vq, priors[plan.top], codes[plan.top], lyrics=lyrics,
             artist_id=artist_ids[plan.top], genre_ids=level_genre_ids[plan.top],
             total_seconds=args.total_seconds)
-    paths = write_outputs(args.out, codes, decode_codes(runs.vqvae, codes), vq.sample_rate,
-                          settings, alignment)
-    return {**paths, "codes_arrays": codes, "levels": levels}
+    decoding = time.perf_counter()
+    audio = decode_codes(runs.vqvae, codes)
+    # Where the time went (the first window of a level includes tracing its graph).
+    settings["timing (s)"] = timing = {
+        "load": round(loaded - began, 3),
+        "windows": {str(level): [round(t, 3) for t in ts] for level, ts in windows.items()},
+        "decode": round(time.perf_counter() - decoding, 3)}
+    paths = write_outputs(args.out, codes, audio, vq.sample_rate, settings, alignment)
+    return {**paths, "codes_arrays": codes, "levels": levels, "timing": timing}
 
 
 def run(args) -> int:
@@ -344,6 +354,10 @@ def run(args) -> int:
     if "alignment" in result:
         print(f"  lyric alignment: {result['alignment']['png']} (+ "
               f"{os.path.basename(result['alignment']['json'])})")
+    timing = result["timing"]
+    print("  time: load {:.1f} s, {}, decode {:.1f} s".format(timing["load"], ", ".join(
+        f"level {level} {sum(ts):.1f} s ({len(ts)} windows)"
+        for level, ts in timing["windows"].items()), timing["decode"]))
     print(f"  codes: {result['codes']} (--mode continue|upsample --codes read it back)")
     print(f"  listen: {os.path.abspath(result['html'])}")
     return 0

@@ -77,7 +77,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
                  prompt_seconds: float | None = None, codes: dict | None = None,
                  temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
                  hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
-                 jit_compile: bool = False, progress: bool = True) -> dict[int, np.ndarray]:
+                 jit_compile: bool = False, progress: bool = True,
+                 timings: dict | None = None) -> dict[int, np.ndarray]:
     """Codes {level: int32 [n_samples, T_level]} for `mode` (see the module docstring).
 
     seconds: the length to reach (not for upsample, whose length is the saved top level's).
@@ -85,7 +86,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     audio for primed (see encode_prompt); codes: {level: int [B, T]} for continue / upsample
     (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
     artist_id and genre_ids: the same ids at every level, or {level: ids} where the levels'
-    priors name their labels differently (runs.Hierarchy.level_label_ids).
+    priors name their labels differently (runs.Hierarchy.level_label_ids). timings: a dict
+    that gets {level: [each window's wall seconds]} of the levels sampled.
     """
     config = vqvae.config
     levels, hops, rate = config.levels, config.hop_lengths, config.sample_rate
@@ -147,7 +149,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
             upper_codes=out.get(level + 1), prime=primes.get(level), n_samples=n_samples,
             hop_fraction=hop_fractions[level], temperature=temperatures[level], top_k=top_k,
             top_p=top_p, chunk_size=chunk_size, seed=seed, jit_compile=jit_compile,
-            level=level, progress=progress)
+            level=level, progress=progress,
+            timings=None if timings is None else timings.setdefault(level, []))
     return out
 
 

@@ -15,6 +15,7 @@ the level above covering the window.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -91,8 +92,8 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
                  lyrics=None, upper_codes=None, prime=None, n_samples: int | None = None,
                  hop_fraction: float | None = None, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 0.0, chunk_size: int = 32, seed=0,
-                 jit_compile: bool = False, level: int | None = None, progress: bool = True
-                 ) -> np.ndarray:
+                 jit_compile: bool = False, level: int | None = None, progress: bool = True,
+                 timings: list | None = None) -> np.ndarray:
     """Codes int32 [B, total_tokens] of one level.
 
     hop_lengths: the VQ-VAE's audio samples per code, per level. labels: int [B, 4 + G] base
@@ -142,12 +143,15 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
         end = min(start + ctx, total_tokens)
         if end <= codes.shape[1]:
             continue  # all in the prime already
+        began = time.perf_counter()
         inputs = window_inputs(prior, start, hop_length, labels, lyrics, upper_codes,
                                 upper_ratio)
         cond = prior.conditioning(inputs, training=False)
         new = sampler.sample(cond, codes[:, start:], end - codes.shape[1],
                              seed=row_keys(seeds, level, start))
         codes = np.concatenate([codes, new], axis=1)
+        if timings is not None:
+            timings.append(time.perf_counter() - began)
     return codes
 
 
