@@ -27,9 +27,10 @@ CPU). For each layout:
     path `jukebox-tf sample` takes, in one window from an empty prime: without XLA
     (tf.function) and with XLA (jit_compile=True). What is timed is one whole call: the
     window's conditioning, the prime (none for an upsampler's empty prime; 1b_lyrics primes
-    its lyric prefix by one pass over the whole window buffer, prefix and n_ctx positions, in
-    both modes), the per-token loop, and the codes back on the host; the reference's timed
-    call does the same work its way (1b_lyrics: a pass over the prefix alone). tokens/s =
+    its lyric prefix by one pass over the blocks that hold it, under XLA over the whole
+    window buffer, prefix and n_ctx positions), the per-token loop, and the codes back on
+    the host; the reference's timed call does the same work its way (1b_lyrics: a pass over
+    the prefix alone). tokens/s =
     batch x tokens / the median of --repeats calls after one warm-up call (reported apart:
     tracing, XLA compilation). Calls drawing one token cost the rest (conditioning, prime,
     transfers): loop_tokens_per_s = batch x (tokens - 1) / (the median call - the median
