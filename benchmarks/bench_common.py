@@ -111,3 +111,44 @@ def write_result(path: str, result: dict, announce: bool = True) -> int:
         json.dump(result, f, indent=2)
     os.replace(tmp, path)
     return 0 if all(result.get("meets_targets", {}).values()) else 1
+
+
+def build_and_export(root: str, preset: str, rate: int, max_seconds: float = 10.0,
+                     model: str = "jukebox") -> dict[str, str]:
+    """Untrained runs of `preset` made by the CLI's own commands, exported to
+    ROOT/models/<model> (reused if it already has a version): {"base": that base path, and
+    the run directories "vqvae", "prior_l2", "prior_l1", "prior_l0"}.
+
+    Demo audio -> ingest at `rate` -> train-vqvae and train-prior with 0 steps (the initial
+    weights: the time per token does not depend on them) -> encode -> export, whose serving
+    limits allow `generate` requests up to `max_seconds`.
+    """
+    import contextlib
+    import io
+
+    from jukebox_tf.cli import main as jukebox_tf
+
+    path = {name: os.path.join(root, name) for name in (
+        "audio", "data", "vqvae", "codes", "prior_l2", "prior_l1", "prior_l0")}
+    path["base"] = base = os.path.join(root, "models", model)
+    if os.path.isdir(base) and any(v.isdigit() for v in os.listdir(base)):
+        return path
+    untrained = ["--preset", preset, "--steps", "0", "--quiet"]
+    commands = [
+        ["make-demo-data", "--artists", "2", "--tracks-per-artist", "1", "--track-seconds",
+         "12", path["audio"]],
+        ["ingest", path["audio"], path["data"], "--sample-rate", str(rate), "--quiet"],
+        ["train-vqvae", "--data", path["data"], "--out", path["vqvae"], *untrained],
+        ["encode", "--run", path["vqvae"], "--data", path["data"], "--out", path["codes"],
+         "--quiet"],
+        *[["train-prior", "--level", str(level), "--codes", path["codes"], "--out",
+           path[f"prior_l{level}"], *untrained, *(["--lyrics"] if level == 2 else [])]
+          for level in (2, 1, 0)],
+        ["export", "--vqvae", path["vqvae"], "--prior", path["prior_l2"], "--upsamplers",
+         path["prior_l0"], path["prior_l1"], "--out", base, "--max-seconds",
+         str(max_seconds), "--model-name", model, "--quiet"]]
+    for argv in commands:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if jukebox_tf(argv) != 0:
+                raise SystemExit(f"jukebox-tf {' '.join(argv)} failed")
+    return path

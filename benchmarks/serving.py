@@ -41,6 +41,7 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import bench_common  # noqa: E402
 from bench_common import write_result  # noqa: E402
 
 import serving_load  # noqa: E402
@@ -65,37 +66,7 @@ def parse_args(argv=None):
 # -- models ---------------------------------------------------------------------------------
 
 def build_and_export(root: str, preset: str) -> str:
-    """Untrained runs of `preset` made by the CLI's own commands, exported to
-    ROOT/models/jukebox; returns that base path (reused if it already has a version).
-
-    Demo audio -> ingest -> train-vqvae and train-prior with 0 steps (the initial weights: the
-    time per request does not depend on them) -> encode -> export.
-    """
-    from jukebox_tf.cli import main as jukebox_tf
-
-    base = os.path.join(root, "models", MODEL)
-    if os.path.isdir(base) and any(v.isdigit() for v in os.listdir(base)):
-        return base
-    path = {name: os.path.join(root, name) for name in (
-        "audio", "data", "vqvae", "codes", "prior_l2", "prior_l1", "prior_l0")}
-    untrained = ["--preset", preset, "--steps", "0", "--quiet"]
-    commands = [
-        ["make-demo-data", "--artists", "2", "--tracks-per-artist", "1", "--track-seconds",
-         "12", path["audio"]],
-        ["ingest", path["audio"], path["data"], "--sample-rate", str(RATE), "--quiet"],
-        ["train-vqvae", "--data", path["data"], "--out", path["vqvae"], *untrained],
-        ["encode", "--run", path["vqvae"], "--data", path["data"], "--out", path["codes"],
-         "--quiet"],
-        *[["train-prior", "--level", str(level), "--codes", path["codes"], "--out",
-           path[f"prior_l{level}"], *untrained, *(["--lyrics"] if level == 2 else [])]
-          for level in (2, 1, 0)],
-        ["export", "--vqvae", path["vqvae"], "--prior", path["prior_l2"], "--upsamplers",
-         path["prior_l0"], path["prior_l1"], "--out", base, "--max-seconds", "10", "--quiet"]]
-    for argv in commands:
-        with contextlib.redirect_stdout(io.StringIO()):
-            if jukebox_tf(argv) != 0:
-                raise SystemExit(f"jukebox-tf {' '.join(argv)} failed")
-    return base
+    return bench_common.build_and_export(root, preset, RATE, max_seconds=10.0)["base"]
 
 
 # -- requests ------------------------------------------------------------------------------

@@ -1,0 +1,232 @@
+"""Generation as users run it: the whole hierarchy through `jukebox-tf sample` with its default
+flags, and through the exported SavedModel behind `jukebox-tf serve`.
+
+    python benchmarks/generate.py --json PATH [--quick] [--preset small|tiny] [--keep DIR]
+
+Untrained runs of --preset at 22,050 Hz (bench_common.build_and_export: the CLI's own
+commands with 0 training steps; the time per token does not depend on the weights), exported.
+For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
+
+(a) cli: `python -m jukebox_tf sample --prior ... --upsamplers ... --seconds N --samples B`,
+    a process of its own, as a user types it. Its wall time is split with the timing record
+    the command writes (codes.npz, settings["timing (s)"]): `startup_s` (process start,
+    imports and checks, and writing the outputs: the wall time less what the record holds),
+    `load_s`, each level's windows, `decode_s`. The first window of a level includes tracing
+    its graph: `first_call_s` is the sum over levels of the first window's excess over the
+    median of that level's later windows (taken from the run of the same batch with the most
+    windows; a level with one window in every run counts none).
+(b) served: `python -m serving` on the export; with serving.client, the `generate` signature
+    (one call of B rows) and the chain `jukebox-tf generate` sends (sample the top level,
+    upsample each level below, decode; B rows each). The first chain is run twice and its
+    first run reported apart (`served_first_call_s`: its excess over the second).
+
+Real-time factors are audio seconds per wall second, per sample count at the longest N:
+`cli_realtime_factor_B` = N / (sampling + decode - first_call_s), the same with the whole wall
+time (`cli_whole_realtime_factor_B`), `served_realtime_factor_B` = N / the chain's seconds and
+`served_generate_realtime_factor_B` = N / the generate call's. Targets (issue 20): at least
+1.0 with one sample and 2.0 with four (aggregate: B x N / seconds), both paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # ahead of this folder: `import serving` is the package
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from bench_common import build_and_export, write_result  # noqa: E402
+from serving_load import server_process  # noqa: E402
+
+from jukebox_tf.cli.generate import read_metadata  # noqa: E402
+
+from serving import client  # noqa: E402
+from serving.toy_model import write_model_config  # noqa: E402
+
+RATE = 22050
+MODEL = "jukebox"
+LYRICS = "la la la, the moths fly over the water"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--json", required=True, help="where to write the results")
+    p.add_argument("--quick", action="store_true", help="5 seconds only")
+    p.add_argument("--preset", choices=("small", "tiny"), default="small")
+    p.add_argument("--keep", metavar="DIR", help="build and keep the models in DIR")
+    return p.parse_args(argv)
+
+
+# -- (a) the CLI -----------------------------------------------------------------------------
+
+def cli_run(runs: dict, seconds: float, samples: int, out: str) -> dict:
+    """One `jukebox-tf sample` process: its wall time and its own timing record."""
+    from jukebox_tf.sampling.outputs import load_codes_npz
+
+    argv = [sys.executable, "-m", "jukebox_tf", "sample", "--prior", runs["prior_l2"],
+            "--upsamplers", runs["prior_l1"], runs["prior_l0"], "--lyrics", LYRICS,
+            "--seconds", str(seconds), "--samples", str(samples), "-o", out, "--quiet"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"jukebox-tf sample failed:\n{proc.stderr[-3000:]}")
+    timing = load_codes_npz(os.path.join(out, "codes.npz"))[1]["settings"]["timing (s)"]
+    windows = {int(level): ts for level, ts in timing["windows"].items()}
+    sampled = sum(sum(ts) for ts in windows.values())
+    return {"seconds": seconds, "samples": samples, "wall_s": wall, "load_s": timing["load"],
+            "decode_s": timing["decode"], "windows_s": windows,
+            "level_s": {level: sum(ts) for level, ts in windows.items()},
+            "startup_s": wall - timing["load"] - sampled - timing["decode"]}
+
+
+def first_call_excess(runs: list[dict]) -> float:
+    """Sum over levels of (first window - median of the later ones), from the run with the
+    most windows of that level."""
+    total = 0.0
+    for level in runs[0]["windows_s"]:
+        longest = max((r["windows_s"][level] for r in runs), key=len)
+        if len(longest) > 1:
+            total += max(0.0, longest[0] - statistics.median(longest[1:]))
+    return total
+
+
+# -- (b) the served model --------------------------------------------------------------------
+
+def rows(value, n: int, dtype) -> np.ndarray:
+    return np.full([n], value, dtype)
+
+
+def served_chain(target: str, meta: dict, seconds: float, samples: int) -> dict:
+    """The steps `jukebox-tf generate` sends, with `samples` rows each: seconds per step."""
+    hops = list(meta["hop_lengths"])
+    levels = sorted(meta.get("generated_levels") or meta["prior_levels"])
+    top = levels[-1]
+    strings = np.array([b""] * samples, dtype=object)
+    cond = {"artist": strings, "genres": strings,
+            "total_seconds": rows(0.0, samples, np.float32),
+            "offset_seconds": rows(0.0, samples, np.float32)}
+    settings = {"temperature": rows(1.0, samples, np.float32),
+                "top_k": rows(0, samples, np.int32), "top_p": rows(0.0, samples, np.float32),
+                "seed": np.arange(samples, dtype=np.int64)}
+    steps = {}
+
+    def step(name, signature, inputs):
+        start = time.perf_counter()
+        out = client.predict(target, MODEL, inputs, signature=signature, timeout=3600)
+        steps[name] = time.perf_counter() - start
+        return out
+
+    n_tokens = int(np.ceil(seconds * RATE / hops[top]))
+    codes = step(f"sample level {top}", "sample", {
+        **cond, "lyrics": np.array([LYRICS.encode()] * samples, dtype=object),
+        "n_tokens": rows(n_tokens, samples, np.int32), **settings,
+        "prime": np.zeros([samples, 0], np.int32)})["codes"]
+    for level in reversed(levels[:-1]):
+        codes = step(f"upsample level {level}", "upsample", {
+            "codes": codes, "level": rows(level, samples, np.int32), **cond,
+            **settings})["codes"]
+    step(f"decode level {levels[0]}", "decode",
+         {"codes": codes, "level": rows(levels[0], samples, np.int32)})
+    return {"seconds": seconds, "samples": samples, "steps_s": steps,
+            "total_s": sum(steps.values())}
+
+
+def served_generate(target: str, seconds: float, samples: int) -> float:
+    strings = np.array([b""] * samples, dtype=object)
+    start = time.perf_counter()
+    client.predict(target, MODEL, {
+        "artist": strings, "genres": strings,
+        "lyrics": np.array([LYRICS.encode()] * samples, dtype=object),
+        "seconds": rows(seconds, samples, np.float32),
+        "total_seconds": rows(0.0, samples, np.float32),
+        "temperature": rows(1.0, samples, np.float32), "top_k": rows(0, samples, np.int32),
+        "top_p": rows(0.0, samples, np.float32),
+        "seed": np.arange(samples, dtype=np.int64)}, signature="generate", timeout=3600)
+    return time.perf_counter() - start
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    lengths = (5.0,) if args.quick else (10.0, 30.0)
+    batches = (1, 4)
+    root = args.keep or tempfile.mkdtemp(prefix="jukebox-generate-")
+    print(f"building untrained {args.preset} runs and exporting them in {root}", flush=True)
+    runs = build_and_export(root, args.preset, RATE, max_seconds=max(lengths))
+
+    cli = {b: [] for b in batches}
+    for samples in batches:
+        for seconds in lengths:
+            r = cli_run(runs, seconds, samples, os.path.join(root, f"cli_{seconds}_{samples}"))
+            cli[samples].append(r)
+            print(f"cli {seconds:g} s x {samples}: wall {r['wall_s']:.1f} s (startup "
+                  f"{r['startup_s']:.1f}, load {r['load_s']:.1f}, "
+                  + ", ".join(f"level {lv} {s:.1f}" for lv, s in r["level_s"].items())
+                  + f", decode {r['decode_s']:.1f})", flush=True)
+
+    served = {b: [] for b in batches}
+    generate = {b: {} for b in batches}
+    config = write_model_config(os.path.join(root, "models.config"), MODEL, runs["base"])
+    start = time.perf_counter()
+    with server_process(config, MODEL, timeout=1800) as (target, _):
+        server_start = time.perf_counter() - start
+        meta = read_metadata(target, MODEL, timeout=600)
+        first = served_chain(target, meta, lengths[0], 1)
+        for samples in batches:
+            for seconds in lengths:
+                r = served_chain(target, meta, seconds, samples)
+                served[samples].append(r)
+                generate[samples][seconds] = served_generate(target, seconds, samples)
+                print(f"served {seconds:g} s x {samples}: chain {r['total_s']:.1f} s ("
+                      + ", ".join(f"{k} {v:.1f}" for k, v in r["steps_s"].items())
+                      + f"), generate {generate[samples][seconds]:.1f} s", flush=True)
+
+    longest = lengths[-1]
+    result = {"preset": args.preset, "sample_rate": RATE, "lengths_s": list(lengths),
+              "cli": cli, "served": served, "served_generate_s": generate,
+              "served_first_chain": first, "server_start_s": server_start}
+    first_call = {b: first_call_excess(cli[b]) for b in batches}
+    result["first_call_s"] = first_call[1]
+    result["startup_s"] = statistics.median(r["startup_s"] for rs in cli.values() for r in rs)
+    for samples in batches:
+        r = cli[samples][-1]
+        busy = sum(r["level_s"].values()) + r["decode_s"]
+        result[f"cli_realtime_factor_{samples}"] = samples * longest / max(
+            busy - first_call[samples], 1e-9)
+        result[f"cli_whole_realtime_factor_{samples}"] = samples * longest / r["wall_s"]
+        result[f"cli_level_realtime_factor_{samples}"] = {
+            level: samples * longest / s for level, s in r["level_s"].items()}
+        chain = served[samples][-1]
+        result[f"served_realtime_factor_{samples}"] = samples * longest / chain["total_s"]
+        result[f"served_generate_realtime_factor_{samples}"] = (
+            samples * longest / generate[samples][longest])
+    same = [c for c in served[1] if c["seconds"] == lengths[0]][0]
+    result["served_first_call_s"] = first["total_s"] - same["total_s"]
+    result["meets_targets"] = {
+        f"{path}_realtime_factor_{b}": result[f"{path}_realtime_factor_{b}"] >= (1.0 if b == 1
+                                                                               else 2.0)
+        for path in ("cli", "served") for b in batches}
+    print(f"\n{'path':<28} {'1 sample':>9} {'4 samples':>10}   (audio s per wall s, "
+          f"{longest:g} s)")
+    for key in ("cli_realtime_factor", "cli_whole_realtime_factor", "served_realtime_factor",
+                "served_generate_realtime_factor"):
+        print(f"{key:<28} {result[f'{key}_1']:>9.2f} {result[f'{key}_4']:>10.2f}")
+    print(f"startup {result['startup_s']:.1f} s, cli first call {result['first_call_s']:.1f} s,"
+          f" served first call {result['served_first_call_s']:.1f} s, server start "
+          f"{server_start:.1f} s")
+    return write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
