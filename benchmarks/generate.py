@@ -11,10 +11,11 @@ For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
     a process of its own, as a user types it. Its wall time is split with the timing record
     the command writes (codes.npz, settings["timing (s)"]): `startup_s` (process start,
     imports and checks, and writing the outputs: the wall time less what the record holds),
-    `load_s`, each level's windows, `decode_s`. The first window of a level includes tracing
-    its graph: `first_call_s` is the sum over levels of the first window's excess over the
-    median of that level's later windows (taken from the run of the same batch with the most
-    windows; a level with one window in every run counts none).
+    `load_s`, each level's windows, `alignment_s` (the lyric alignment), `decode_s`. The
+    first window of a level includes tracing its graph: `first_call_s` is the sum over levels
+    of the first window's excess over the median of that level's later windows (taken from
+    the run of the same batch with the most windows; a level with one window in every run
+    counts none).
 (b) served: `python -m serving` on the export; with serving.client, the `generate` signature
     (one call of B rows) and the chain `jukebox-tf generate` sends (sample the top level,
     upsample each level below, decode; B rows each). The first chain is run twice and its
@@ -84,9 +85,10 @@ def cli_run(runs: dict, seconds: float, samples: int, out: str) -> dict:
     windows = {int(level): ts for level, ts in timing["windows"].items()}
     sampled = sum(sum(ts) for ts in windows.values())
     return {"seconds": seconds, "samples": samples, "wall_s": wall, "load_s": timing["load"],
-            "decode_s": timing["decode"], "windows_s": windows,
-            "level_s": {level: sum(ts) for level, ts in windows.items()},
-            "startup_s": wall - timing["load"] - sampled - timing["decode"]}
+            "decode_s": timing["decode"], "alignment_s": timing["alignment"],
+            "windows_s": windows, "level_s": {level: sum(ts) for level, ts in windows.items()},
+            "startup_s": wall - timing["load"] - sampled - timing["alignment"]
+            - timing["decode"]}
 
 
 def first_call_excess(runs: list[dict]) -> float:

@@ -35,7 +35,8 @@ def test_generate_benchmark_measures_both_paths(tmp_path):
         assert cli["seconds"] == 5.0 and cli["samples"] == int(samples)
         assert set(cli["windows_s"]) == {"0", "1", "2"}
         # The record splits the process's wall time: nothing counted twice.
-        parts = cli["load_s"] + sum(cli["level_s"].values()) + cli["decode_s"]
+        parts = (cli["load_s"] + sum(cli["level_s"].values()) + cli["alignment_s"]
+                 + cli["decode_s"])
         assert 0 < cli["startup_s"] and abs(cli["startup_s"] + parts - cli["wall_s"]) < 1e-6
         [chain] = result["served"][samples]
         assert list(chain["steps_s"]) == ["sample level 2", "upsample level 1",

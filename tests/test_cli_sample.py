@@ -120,7 +120,7 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
     timing = settings["timing (s)"]
     assert {level: len(ts) for level, ts in timing["windows"].items()} == {
         "2": 1, "1": 2, "0": 8}
-    assert timing["load"] > 0 and timing["decode"] > 0
+    assert timing["load"] > 0 and timing["decode"] > 0 and timing["alignment"] > 0
     assert all(t > 0 for ts in timing["windows"].values() for t in ts)
     assert "time: load" in stdout and "level 0" in stdout.split("time:")[1]
     assert "ann (id 1)" in page and "la la la" in page

@@ -322,7 +322,7 @@ def _sample(args) -> dict:
             len(prompt) / vq.sample_rate, 4))
     if saved is not None:
         settings["codes"] = args.codes
-    alignment = None
+    alignment, aligning = None, time.perf_counter()
     if args.mode != "upsample" and plan.top in codes:
         alignment = lyric_alignment_of(
             vq, priors[plan.top], codes[plan.top], lyrics=lyrics,
@@ -334,6 +334,7 @@ def _sample(args) -> dict:
     settings["timing (s)"] = timing = {
         "load": round(loaded - began, 3),
         "windows": {str(level): [round(t, 3) for t in ts] for level, ts in windows.items()},
+        "alignment": round(decoding - aligning, 3),
         "decode": round(time.perf_counter() - decoding, 3)}
     paths = write_outputs(args.out, codes, audio, vq.sample_rate, settings, alignment)
     return {**paths, "codes_arrays": codes, "levels": levels, "timing": timing}
