@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from jukebox_tf.errors import JukeboxError
 from serving import client
 from serving.batching import Batcher
 from serving.config import (BatchingOptions, ConfigError, VersionPolicy, load_batching_options,
@@ -28,6 +29,7 @@ from serving.config import (BatchingOptions, ConfigError, VersionPolicy, load_ba
 from serving.model_manager import scan_versions
 from serving.options import Limits, ServerOptions
 from serving.server import ModelServer
+from serving.servable import Servable
 from serving.toy_model import CODEBOOK, save_toy_model, write_model_config
 from serving.validation import SignatureSpec, TensorSpec, invalid
 
@@ -469,6 +471,22 @@ def test_new_versions_are_picked_up_and_old_ones_unloaded(versions, tmp_path):
             np.testing.assert_allclose(client.predict(ch, "tiny", {"x": X})["y"], X * 3)
     finally:
         srv.stop()
+
+
+def test_servable_restores_each_variable_and_names_damaged_files(versions, tmp_path):
+    """Servable restores the variables one by one (about the model's size in memory, not
+    twice it): the values equal TF's own load; a damaged variables file is named."""
+    servable = Servable(str(versions / "v2"), 2)
+    np.testing.assert_allclose(servable.run("serving_default", {"x": X})["y"], X * 3)
+    expected = tf.saved_model.load(str(versions / "v2"))
+    np.testing.assert_array_equal(servable._loaded.table.numpy(), expected.table.numpy())
+
+    shutil.copytree(versions / "v1", tmp_path / "1")
+    [data] = (tmp_path / "1" / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:8])
+    with pytest.raises(JukeboxError, match=r"cannot restore checkpoint .*1/variables/variables"
+                                           r".*damaged or incomplete\. Export this version"):
+        Servable(str(tmp_path / "1"), 1)
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -66,13 +66,15 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False):
         raise _damaged(path, e) from None
 
 
-def restore_variables(checkpoint: tf.train.Checkpoint, path: str):
-    """Restores the variables `checkpoint` tracks from `path` one at a time, for evaluation.
+def restore_variables(checkpoint, path: str, advice: str | None = None):
+    """Restores the variables `checkpoint` (a tf.train.Checkpoint, or the root object a
+    checkpoint was saved from) tracks from `path` one at a time, for evaluation.
 
     `restore` reads every tensor before it assigns any, so a model takes twice its size at the
     peak (and glibc keeps the freed half); this holds one tensor beyond the model and hands the
     freed heap back. Where a variable is missing from the file or its shape or dtype differs,
-    `restore` runs instead, for its errors. Slot variables (optimizer state) are not read."""
+    `restore` runs instead, for its errors. Slot variables (optimizer state) are not read.
+    `advice`: what a damaged file's error tells the user to do (default: a run dir's remedies)."""
     objects, paths = tf.__internal__.tracking.ObjectGraphView(
         checkpoint).breadth_first_traversal()
     wanted = {_variable_key(paths[obj]): obj for obj in objects if isinstance(obj, tf.Variable)}
@@ -82,9 +84,11 @@ def restore_variables(checkpoint: tf.train.Checkpoint, path: str):
         # restore() reads the object graph first: a damaged file fails here as it fails there.
         reader.get_tensor(OBJECT_GRAPH)
     except Exception as e:  # as in restore()
-        raise _damaged(path, e) from None
+        raise _damaged(path, e, advice) from None
     if any(key not in shapes or list(var.shape) != shapes[key] or var.dtype != dtypes[key]
            for key, var in wanted.items()):
+        if not isinstance(checkpoint, tf.train.Checkpoint):
+            checkpoint = tf.train.Checkpoint(root=checkpoint)
         restore(checkpoint, path, partial=True)
         return
     try:
@@ -93,7 +97,7 @@ def restore_variables(checkpoint: tf.train.Checkpoint, path: str):
                                            shape_and_slices=[""], dtypes=[var.dtype])
             var.assign(value)
     except Exception as e:
-        raise _damaged(path, e) from None
+        raise _damaged(path, e, advice) from None
     release_freed_memory()
 
 
@@ -168,9 +172,10 @@ def _indexed(directory: str) -> list[str]:
     return [os.path.join(directory, m.group(1)) for m in sorted(found, key=lambda m: int(m[2]))]
 
 
-def _damaged(path: str, error: Exception) -> JukeboxError:
+def _damaged(path: str, error: Exception, advice: str | None = None) -> JukeboxError:
+    advice = advice or _what_to_do(os.path.dirname(path), path)
     return JukeboxError(f"cannot restore checkpoint {path}: {_first_line(error)}. Its files are "
-                        f"damaged or incomplete. {_what_to_do(os.path.dirname(path), path)}")
+                        f"damaged or incomplete. {advice}")
 
 
 def _what_to_do(directory: str, damaged: str | None = None) -> str:
