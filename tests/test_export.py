@@ -475,6 +475,11 @@ def test_sample_draws_the_library_tokens(client, hierarchy):
     assert codes.shape == (2, 80)  # 3 windows of 64 with the top level's hop of 8
     np.testing.assert_array_equal(codes[:, :5], inputs["prime"])
     np.testing.assert_array_equal(codes, expected)
+    # The CLI's default, XLA, draws the same noise: the same tokens as the uncompiled graph.
+    compiled = sample_level(top, 80, (8, 32, 128), labels=labels, lyrics=lyrics,
+                            prime=inputs["prime"], temperature=0.9, top_k=20, top_p=0.95,
+                            seed=7, progress=False, jit_compile=True)
+    np.testing.assert_array_equal(codes, compiled)
 
 
 @pytest.mark.slow
@@ -508,6 +513,9 @@ def test_upsample_draws_the_library_tokens(client, hierarchy):
     assert codes.shape == (2, 80)  # two windows of 64 at level 1
     np.testing.assert_array_equal(codes, expected1)
     np.testing.assert_array_equal(ok(served, "upsample_l0")["codes"], expected0)
+    compiled0 = upsample(up0, L1_CODES, hops, labels=library_labels(
+        up0, rows, 8 * 32 + offset, offset), jit_compile=True, **settings)
+    np.testing.assert_array_equal(compiled0, expected0)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -81,8 +82,10 @@ def register(subparsers) -> None:
     how.add_argument("--top-p", type=float, default=0.0,
                      help="keep the likeliest codes of total probability P (0: all)")
     how.add_argument("--seed", type=int, default=0, help="same seed, same samples")
-    how.add_argument("--xla", action="store_true",
-                     help="compile the sampling loop with XLA (faster on GPUs)")
+    how.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
+                     help="compile the per-token loop with XLA (default: on, the fast path on CPUs "
+                          "and GPUs; the same noise as --no-xla, so the same tokens but where "
+                          "rounding splits a near-tie)")
     how.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from jukebox_tf.prior.labels import LENGTH, OFFSET, TOTAL_LENGTH
 from jukebox_tf.prior.lyrics import lyric_window_tf
-from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling import noise, prior_api
 from jukebox_tf.sampling.filters import FILTERED, argmax, draw
 from jukebox_tf.sampling.sampler import prime_in_chunks, step_over
 
@@ -42,20 +42,14 @@ class GraphSettings:
                                for field in dataclasses.fields(self)))
 
 
-def seed_key_graph(seed, *salts) -> tf.Tensor:
-    """filters.seed_key in graph: int64 [2] key of an int64 seed, each int32 salt folded in
-    (fold_in draws in its data's dtype, so salts must be int32 as the library's ints are)."""
-    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    for salt in salts:
-        key = tf.cast(tf.random.experimental.stateless_fold_in(key, tf.cast(salt, tf.int32)),
-                      tf.int64)
-    return key
-
-
 def row_keys_graph(seeds, *salts) -> tf.Tensor:
-    """filters.row_keys in graph: int64 [B, 2], seed_key_graph of each row's seed."""
-    return tf.map_fn(lambda seed: seed_key_graph(seed, *salts), tf.cast(seeds, tf.int64),
-                     fn_output_signature=tf.int64)
+    """filters.row_keys in graph: int64 [B, 2], the key of each row's int64 seed with each int
+    salt folded in."""
+    seeds = tf.cast(seeds, tf.int64)
+    keys = tf.stack([seeds, tf.zeros_like(seeds)], axis=-1)
+    for salt in salts:
+        keys = noise.fold_in(keys, salt)
+    return keys
 
 
 def filter_logits_graph(logits, top_k, top_p) -> tf.Tensor:

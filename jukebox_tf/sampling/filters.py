@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from jukebox_tf.sampling import noise
+
 FILTERED = float("-inf")  # the original's filter_value
 
 
@@ -66,36 +68,19 @@ def draw(logits, key, position, xla: bool = False) -> tf.Tensor:
     key: int [2], shared by the rows (row i reads the noise stream at i * V), or int [B, 2],
     one per row (each row's noise is that of a batch of one with its key, so a row draws the
     same token whatever else is in the batch: what a server that merges requests needs). The
-    noise is a function of (key, position) only, so the same key gives the same tokens
-    whatever the batching of the calls, cached or not. Under XLA (xla=True) the generator is
-    Threefry, 4-8x cheaper there than Philox (and not available outside XLA), so a
-    jit-compiled run draws other tokens than an uncompiled one.
+    noise is a function of (key, position) only (noise.py: the same bits under XLA and without
+    it), so the same key gives the same tokens whatever the batching of the calls, cached or
+    not, compiled or not. xla: the code runs under XLA (see argmax).
     """
-    alg = "threefry" if xla else "auto_select"
-    key = tf.cast(key, tf.int64)
-
-    def uniform(key, shape):
-        seed = tf.random.experimental.stateless_fold_in(key, position)
-        # minval > 0 keeps log(u) finite.
-        return tf.random.stateless_uniform(shape, seed, minval=1e-20, maxval=1.0, alg=alg)
-
-    if key.shape.rank == 2:
-        vocab = tf.shape(logits)[1:]
-        if logits.shape[0] is not None:  # a static batch (the library's): no loop
-            noise = tf.stack([uniform(key[i], vocab) for i in range(logits.shape[0])])
-        else:
-            noise = tf.map_fn(lambda k: uniform(k, vocab), key,
-                              fn_output_signature=tf.float32)
-    else:
-        noise = uniform(key, tf.shape(logits))
-    gumbel = -tf.math.log(-tf.math.log(noise))
+    u = noise.uniform(key, position, tf.shape(logits))
+    gumbel = -tf.math.log(-tf.math.log(u))
     return argmax(logits + gumbel, xla)
 
 
 def pick(logits, key, position, temperature: float = 1.0, top_k: int = 0,
          top_p: float = 0.0, xla: bool = False) -> tf.Tensor:
     """logits [B, V] -> int32 [B]: greedy (argmax) when temperature == 0, else a draw from the
-    tempered, filtered distribution. xla: the code runs under XLA (see draw)."""
+    tempered, filtered distribution. xla: the code runs under XLA (see argmax)."""
     if temperature == 0.0:
         return argmax(logits, xla)
     return draw(process_logits(logits, temperature, top_k, top_p), key, position, xla)
@@ -109,7 +94,7 @@ def seed_key(seed, *salts) -> tf.Tensor:
         key = tf.stack([tf.cast(key, tf.int64), tf.constant(0, tf.int64)])
     key = tf.cast(key, tf.int64)
     for salt in salts:
-        key = tf.cast(tf.random.experimental.stateless_fold_in(key, int(salt)), tf.int64)
+        key = noise.fold_in(key, int(salt))
     return key
 
 
