@@ -16,15 +16,19 @@ For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
     of the first window's excess over the median of that level's later windows (taken from
     the run of the same batch with the most windows; a level with one window in every run
     counts none).
-(b) served: `python -m serving` on the export; with serving.client, the `generate` signature
-    (one call of B rows) and the chain `jukebox-tf generate` sends (sample the top level,
-    upsample each level below, decode; B rows each). The first chain is run twice and its
-    first run reported apart (`served_first_call_s`: its excess over the second).
+(b) served: `python -m serving` on the export; with serving.client, the chain `jukebox-tf
+    generate` sends (sample the top level, upsample each level below, decode; B rows each)
+    through the XLA twins it uses by default (`sample_xla`, `upsample_xla`), and
+    `generate_xla` (one call of B rows). The first chain of each batch size compiles: it is
+    run before the timed ones and reported apart (`served_first_call_s`, one sample: its
+    excess over the timed run of the same length). The plain signatures (what stock TF
+    Serving runs unless started with XLA enabled) are timed at the shortest N:
+    `served_plain_realtime_factor_B`, `served_plain_generate_realtime_factor_B`.
 
 Real-time factors are audio seconds per wall second, per sample count at the longest N:
 `cli_realtime_factor_B` = N / (sampling + decode - first_call_s), the same with the whole wall
 time (`cli_whole_realtime_factor_B`), `served_realtime_factor_B` = N / the chain's seconds and
-`served_generate_realtime_factor_B` = N / the generate call's. Targets (issue 20): at least
+`served_generate_realtime_factor_B` = N / the generate_xla call's. Targets (issue 20): at least
 1.0 with one sample and 2.0 with four (aggregate: B x N / seconds), both paths.
 """
 
@@ -54,6 +58,7 @@ from serving.toy_model import write_model_config  # noqa: E402
 RATE = 22050
 MODEL = "jukebox"
 LYRICS = "la la la, the moths fly over the water"
+WARM_SECONDS = 1.0  # the untimed calls that compile and optimise each signature's graphs
 
 
 def parse_args(argv=None):
@@ -108,8 +113,10 @@ def rows(value, n: int, dtype) -> np.ndarray:
     return np.full([n], value, dtype)
 
 
-def served_chain(target: str, meta: dict, seconds: float, samples: int) -> dict:
-    """The steps `jukebox-tf generate` sends, with `samples` rows each: seconds per step."""
+def served_chain(target: str, meta: dict, seconds: float, samples: int,
+                 suffix: str = "_xla") -> dict:
+    """The steps `jukebox-tf generate` sends, with `samples` rows each: seconds per step.
+    suffix: "_xla" for the XLA twins of sample and upsample, "" for the plain ones."""
     hops = list(meta["hop_lengths"])
     levels = sorted(meta.get("generated_levels") or meta["prior_levels"])
     top = levels[-1]
@@ -129,12 +136,12 @@ def served_chain(target: str, meta: dict, seconds: float, samples: int) -> dict:
         return out
 
     n_tokens = int(np.ceil(seconds * RATE / hops[top]))
-    codes = step(f"sample level {top}", "sample", {
+    codes = step(f"sample level {top}", "sample" + suffix, {
         **cond, "lyrics": np.array([LYRICS.encode()] * samples, dtype=object),
         "n_tokens": rows(n_tokens, samples, np.int32), **settings,
         "prime": np.zeros([samples, 0], np.int32)})["codes"]
     for level in reversed(levels[:-1]):
-        codes = step(f"upsample level {level}", "upsample", {
+        codes = step(f"upsample level {level}", "upsample" + suffix, {
             "codes": codes, "level": rows(level, samples, np.int32), **cond,
             **settings})["codes"]
     step(f"decode level {levels[0]}", "decode",
@@ -143,7 +150,8 @@ def served_chain(target: str, meta: dict, seconds: float, samples: int) -> dict:
             "total_s": sum(steps.values())}
 
 
-def served_generate(target: str, seconds: float, samples: int) -> float:
+def served_generate(target: str, seconds: float, samples: int,
+                    signature: str = "generate_xla") -> float:
     strings = np.array([b""] * samples, dtype=object)
     start = time.perf_counter()
     client.predict(target, MODEL, {
@@ -153,7 +161,7 @@ def served_generate(target: str, seconds: float, samples: int) -> float:
         "total_seconds": rows(0.0, samples, np.float32),
         "temperature": rows(1.0, samples, np.float32), "top_k": rows(0, samples, np.int32),
         "top_p": rows(0.0, samples, np.float32),
-        "seed": np.arange(samples, dtype=np.int64)}, signature="generate", timeout=3600)
+        "seed": np.arange(samples, dtype=np.int64)}, signature=signature, timeout=3600)
     return time.perf_counter() - start
 
 
@@ -179,13 +187,25 @@ def main(argv=None) -> int:
 
     served = {b: [] for b in batches}
     generate = {b: {} for b in batches}
+    plain = {}
     config = write_model_config(os.path.join(root, "models.config"), MODEL, runs["base"])
     start = time.perf_counter()
     with server_process(config, MODEL, timeout=1800) as (target, _):
         server_start = time.perf_counter() - start
         meta = read_metadata(target, MODEL, timeout=600)
         first = served_chain(target, meta, lengths[0], 1)
+        for samples in batches:  # XLA compiles per batch size, whatever the length
+            if samples != 1:
+                served_chain(target, meta, WARM_SECONDS, samples)
+            served_generate(target, WARM_SECONDS, samples)
+            served_chain(target, meta, WARM_SECONDS, samples, suffix="")
+            served_generate(target, WARM_SECONDS, samples, signature="generate")
         for samples in batches:
+            r = served_chain(target, meta, lengths[0], samples, suffix="")
+            plain[samples] = {"chain": r, "generate_s": served_generate(
+                target, lengths[0], samples, signature="generate")}
+            print(f"served plain {lengths[0]:g} s x {samples}: chain {r['total_s']:.1f} s, "
+                  f"generate {plain[samples]['generate_s']:.1f} s", flush=True)
             for seconds in lengths:
                 r = served_chain(target, meta, seconds, samples)
                 served[samples].append(r)
@@ -197,7 +217,8 @@ def main(argv=None) -> int:
     longest = lengths[-1]
     result = {"preset": args.preset, "sample_rate": RATE, "lengths_s": list(lengths),
               "cli": cli, "served": served, "served_generate_s": generate,
-              "served_first_chain": first, "server_start_s": server_start}
+              "served_first_chain": first, "server_start_s": server_start,
+              "served_plain": plain}
     first_call = {b: first_call_excess(cli[b]) for b in batches}
     result["first_call_s"] = first_call[1]
     result["startup_s"] = statistics.median(r["startup_s"] for rs in cli.values() for r in rs)
@@ -213,6 +234,10 @@ def main(argv=None) -> int:
         result[f"served_realtime_factor_{samples}"] = samples * longest / chain["total_s"]
         result[f"served_generate_realtime_factor_{samples}"] = (
             samples * longest / generate[samples][longest])
+        result[f"served_plain_realtime_factor_{samples}"] = (
+            samples * lengths[0] / plain[samples]["chain"]["total_s"])
+        result[f"served_plain_generate_realtime_factor_{samples}"] = (
+            samples * lengths[0] / plain[samples]["generate_s"])
     same = [c for c in served[1] if c["seconds"] == lengths[0]][0]
     result["served_first_call_s"] = first["total_s"] - same["total_s"]
     result["meets_targets"] = {
@@ -222,7 +247,8 @@ def main(argv=None) -> int:
     print(f"\n{'path':<28} {'1 sample':>9} {'4 samples':>10}   (audio s per wall s, "
           f"{longest:g} s)")
     for key in ("cli_realtime_factor", "cli_whole_realtime_factor", "served_realtime_factor",
-                "served_generate_realtime_factor"):
+                "served_generate_realtime_factor", "served_plain_realtime_factor",
+                "served_plain_generate_realtime_factor"):
         print(f"{key:<28} {result[f'{key}_1']:>9.2f} {result[f'{key}_4']:>10.2f}")
     print(f"startup {result['startup_s']:.1f} s, cli first call {result['first_call_s']:.1f} s,"
           f" served first call {result['served_first_call_s']:.1f} s, server start "

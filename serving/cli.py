@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RPCs accepted at once; more get RESOURCE_EXHAUSTED (default 64)")
     parser.add_argument("--rest-threads", type=int, default=d.rest_threads,
                         help="REST requests handled at once; more wait (default 8)")
+    parser.add_argument("--no-xla", action="store_true",
+                        help="refuse the signatures compiled with XLA (the models' *_xla "
+                             "twins), as stock TF Serving does unless started with "
+                             "--xla_cpu_compilation_enabled=true")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     serve(args.model_config, args.port, args.rest_port, args.host,
           poll_seconds=args.poll_seconds, grpc_threads=args.grpc_threads,
           max_concurrent_rpcs=args.max_concurrent_rpcs, rest_threads=args.rest_threads,
-          limits=limits, batching_config=args.batching_config, input_limits=args.input_limits)
+          limits=limits, batching_config=args.batching_config, input_limits=args.input_limits,
+          xla=not args.no_xla)
     return 0
 
 

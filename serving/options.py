@@ -30,3 +30,6 @@ class ServerOptions:
     batching_config: str | None = None  # a BatchingParameters file turns batching on
     input_limits: str | None = None     # operator per-input rules, {"MODEL": {...}}
     grace_seconds: float = 5.0
+    # Functions compiled with XLA (jit_compile) run; False refuses them as stock TF Serving
+    # does unless started with --xla_cpu_compilation_enabled=true.
+    xla: bool = True

@@ -69,16 +69,25 @@ def load_saved_model(path: str):
     return loaded
 
 
+def _compiles(function) -> bool:
+    """Whether a loaded signature calls a function compiled with XLA (jit_compile=True)."""
+    library = function.graph.as_graph_def().library
+    return any(f.attr["_XlaMustCompile"].b for f in library.function)
+
+
 class Servable:
     """A SavedModel version ready to run; `run` is safe to call from many threads."""
 
-    def __init__(self, path: str, version: int, extra_rules: dict | None = None):
-        self.path, self.version = path, version
+    def __init__(self, path: str, version: int, extra_rules: dict | None = None,
+                 xla: bool = True):
+        self.path, self.version, self.xla = path, version, xla
         meta_graph = read_meta_graph(path)
         # All signature defs, as stock GetModelMetadata reports them (init op included).
         self.signature_defs = dict(meta_graph.signature_def)
         self._loaded = load_saved_model(path)
         self._functions = dict(self._loaded.signatures)
+        self.compiled = frozenset(name for name, fn in self._functions.items()
+                                  if _compiles(fn))
         rules = merge_rules(read_model_rules(path), self._known(extra_rules or {}))
         unknown = sorted(set(rules) - set(self._functions))
         if unknown:
@@ -95,6 +104,10 @@ class Servable:
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs a validated request; TensorFlow errors come back as RequestError."""
         spec = self.specs[signature]
+        if signature in self.compiled and not self.xla:
+            # Stock TF Serving's answer to a jit_compile function when XLA is off.
+            raise RequestError(grpc.StatusCode.INTERNAL, f"signature '{signature}': XLA "
+                               f"compilation disabled (this server runs with --no-xla)")
         try:
             feeds = {k: tf.convert_to_tensor(v, spec.inputs[k].dtype) for k, v in arrays.items()}
             outputs = self._functions[signature](**feeds)

@@ -7,6 +7,7 @@ requests for up to `grace_seconds`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -21,6 +22,7 @@ from serving.batching import Batcher
 from serving.config import ConfigError, load_batching_options, load_model_server_config
 from serving.model_manager import ModelManager
 from serving.rest import RestApi, RestServer
+from serving.servable import Servable
 from serving.service import ServingCore, run_direct
 from serving.options import ServerOptions
 from serving.validation import RequestError, parse_rules
@@ -82,7 +84,8 @@ class ModelServer:
         rules = _load_operator_rules(self.options.input_limits, [m.name for m in models])
         batching = self.options.batching_config
         self.batcher = Batcher(load_batching_options(batching)) if batching else None
-        self.manager = ModelManager(models, self.options.poll_seconds, rules)
+        self.manager = ModelManager(models, self.options.poll_seconds, rules,
+                                    loader=functools.partial(Servable, xla=self.options.xla))
         self.core = ServingCore(self.manager, self.options.limits,
                                 self.batcher or run_direct, checks)
         self._grpc = self._rest = self._rest_thread = None

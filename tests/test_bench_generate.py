@@ -25,7 +25,8 @@ def test_generate_benchmark_measures_both_paths(tmp_path):
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in ("cli_realtime_factor_1", "cli_realtime_factor_4", "served_realtime_factor_1",
-                "served_realtime_factor_4", "startup_s", "first_call_s"):
+                "served_realtime_factor_4", "served_plain_realtime_factor_1",
+                "served_plain_generate_realtime_factor_4", "startup_s", "first_call_s"):
         assert result[key] > 0 or key == "first_call_s" and result[key] >= 0, key
     assert set(result["meets_targets"]) == {
         f"{path}_realtime_factor_{b}" for path in ("cli", "served") for b in (1, 4)}
@@ -41,6 +42,7 @@ def test_generate_benchmark_measures_both_paths(tmp_path):
         [chain] = result["served"][samples]
         assert list(chain["steps_s"]) == ["sample level 2", "upsample level 1",
                                           "upsample level 0", "decode level 0"]
+        assert result["served_plain"][samples]["chain"]["seconds"] == 5.0
         # The clips themselves: every sample decoded at level 0.
         wavs = os.listdir(tmp_path / "work" / f"cli_5.0_{samples}" / "level_0")
         assert sorted(w for w in wavs if w.endswith(".wav")) == [

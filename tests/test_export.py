@@ -26,6 +26,7 @@ from test_prior_task import write_codes
 
 RATE = 22050
 SIGNATURES = ["encode", "decode", "sample", "upsample", "generate", "metadata"]
+COMPILED = ["sample_xla", "upsample_xla", "generate_xla"]  # the XLA twins, listed last
 
 # Runs in the fresh process: argv = model dir, calls pickle, results pickle.
 CLIENT = r'''
@@ -275,6 +276,10 @@ def calls():
         ("upsample_l0", "upsample", {"codes": L1_CODES, "level": _rows(0, np.int32),
                                      **UPSAMPLE}),
         ("generate", "generate", GENERATE),
+        ("sample_xla", "sample_xla", sample_inputs()),
+        ("upsample_l0_xla", "upsample_xla", {"codes": L1_CODES, "level": _rows(0, np.int32),
+                                             **UPSAMPLE}),
+        ("generate_xla", "generate_xla", GENERATE),
         ("metadata", "metadata", {"rows": np.zeros([1], np.int32)}),
         *[(key, key.split("_")[0], inputs) for key, inputs in ALONE.items()],
         *[(f"{name}_merged", name, merged(ALONE[f"{name}_a"], ALONE[f"{name}_b"]))
@@ -447,10 +452,11 @@ def test_export_writes_the_next_version_with_assets(exported, client):
     assert meta["hop_lengths"] == [8, 32, 128] and meta["codebook_size"] == 64
     assert meta["n_ctx"] == [64, 64, 64] and meta["generated_levels"] == [0, 1, 2]
     assert meta["artists"] == ["unknown", "ann", "bob"]
-    assert sorted(meta["signatures"]) == sorted(SIGNATURES)
+    assert sorted(meta["signatures"]) == sorted(SIGNATURES + COMPILED)
     with open(os.path.join(path, "assets", "genres.txt")) as f:
         assert f.read().split("\n") == ["unknown", "rock", "pop", ""]
-    assert "signatures: encode, decode, sample, upsample, generate, metadata" in exported["log"]
+    assert ("signatures: encode, decode, sample, upsample, generate, metadata, sample_xla, "
+            "upsample_xla, generate_xla" in exported["log"])
     print(f"\nexport: {exported['seconds']:.0f} s (with loading the runs), "
           f"{folder_bytes(path) / 2**20:.1f} MiB")
 
@@ -536,6 +542,19 @@ def test_generate_runs_the_whole_hierarchy_as_the_library(client, hierarchy):
 
 
 @pytest.mark.slow
+def test_xla_twins_draw_the_plain_signatures_tokens(served):
+    """The *_xla signatures (each window one XLA cluster) draw what the plain graph draws."""
+    for key in ("sample", "upsample_l0", "generate"):
+        compiled, plain = ok(served, f"{key}_xla"), ok(served, key)
+        assert sorted(compiled) == sorted(plain)
+        for name, value in plain.items():
+            if name == "audio":
+                np.testing.assert_allclose(compiled[name], value, rtol=1e-5, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(compiled[name], value, err_msg=f"{key}: {name}")
+
+
+@pytest.mark.slow
 def test_merged_requests_get_what_they_get_alone(served):
     """Two requests merged as stock TF Serving's batcher merges them (inputs concatenated
     along dimension 0), differing in seed, settings, conditioning and in the value that sets
@@ -574,7 +593,7 @@ def test_every_signature_takes_and_returns_batches(exported):
     meta_graph = read_meta_graph(exported["path"])
     # __saved_model_init_op is the tables' initialiser, which TF Serving runs at load time.
     served = {n: s for n, s in meta_graph.signature_def.items() if not n.startswith("__")}
-    assert set(served) == set(SIGNATURES + ["serving_default"])
+    assert set(served) == set(SIGNATURES + COMPILED + ["serving_default"])
     for name, sig in served.items():
         assert sig.inputs, name
         for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
@@ -620,7 +639,7 @@ def test_sample_is_deterministic_per_seed_and_maps_names_to_ids(served):
 @pytest.mark.slow
 def test_fresh_process_without_jukebox_tf_loads_every_signature(served):
     assert served["_jukebox_tf_importable"] is False
-    assert served["_signatures"] == sorted(SIGNATURES + ["serving_default"])
+    assert served["_signatures"] == sorted(SIGNATURES + COMPILED + ["serving_default"])
 
 
 @pytest.mark.slow
@@ -679,7 +698,7 @@ def test_serving_limits_parse_against_the_signatures(exported):
     path = exported["path"]
     rules = read_model_rules(path)
     meta_graph = read_meta_graph(path)
-    assert set(rules) == set(SIGNATURES + ["serving_default"]) - {"metadata"}
+    assert set(rules) == set(SIGNATURES + COMPILED + ["serving_default"]) - {"metadata"}
     for name, inputs in rules.items():
         spec = SignatureSpec.from_signature_def(name, meta_graph.signature_def[name], inputs)
         assert set(inputs) <= set(spec.inputs)
@@ -687,7 +706,7 @@ def test_serving_limits_parse_against_the_signatures(exported):
     assert rules["encode"]["sample_rate"] == {"min": RATE, "max": RATE}
     assert rules["generate"]["seconds"]["max"] == 5.0  # --max-seconds
     assert np.float32(128 / RATE) >= rules["generate"]["seconds"]["min"]  # one top-level code
-    assert rules["serving_default"] == rules["generate"]
+    assert rules["serving_default"] == rules["generate"] == rules["generate_xla"]
     # serving_default is generate under a second name.
     default, generate = (meta_graph.signature_def[n] for n in ("serving_default", "generate"))
     for a, b in ((default.inputs, generate.inputs), (default.outputs, generate.outputs)):
@@ -698,7 +717,7 @@ def test_serving_limits_parse_against_the_signatures(exported):
 @pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(client):
     text = client.cli_output()
-    for name in SIGNATURES + ["serving_default"]:
+    for name in SIGNATURES + COMPILED + ["serving_default"]:
         assert f"signature_def['{name}']" in text
     # A few inputs, with their dtypes and shapes.
     assert ("inputs['sample_rate'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1)"

@@ -323,6 +323,48 @@ def test_generate_command_writes_wav_and_png(server, channel, tmp_path):
     assert (tmp_path / "primed.png").exists()
 
 
+@pytest.mark.slow
+def test_generate_falls_back_to_the_plain_signatures_when_the_server_has_xla_off(
+        server, channel, exported, tmp_path):
+    """`generate` samples through the *_xla twins; a server with XLA off (stock TF Serving's
+    default) refuses them as stock does, and generate then uses the plain ones: the same
+    audio. --no-xla asks for the plain ones at once."""
+    import soundfile
+
+    config = write_model_config(str(tmp_path / "models.config"), "jukebox",
+                                str(exported["base"]))
+    plain = ModelServer(config, ServerOptions(
+        port=portpicker.pick_unused_port(), rest_port=0, poll_seconds=0.2, grace_seconds=2.0,
+        xla=False)).start()
+    try:
+        with client.connect(plain.target) as ch:
+            client.wait_until_available(ch, "jukebox")
+            with pytest.raises(client.ServingError, match="INTERNAL: .*XLA compilation "
+                                                          "disabled"):
+                client.predict(ch, "jukebox", sample_inputs(), signature="sample_xla")
+            np.testing.assert_array_equal(
+                client.predict(ch, "jukebox", sample_inputs(), signature="sample")["codes"],
+                client.predict(channel, "jukebox", sample_inputs(),
+                               signature="sample_xla")["codes"])
+        clips = {}
+        for name, target, flags in (("xla", server.target, ()), ("off", plain.target, ()),
+                                    ("plain", server.target, ("--no-xla",))):
+            clips[name] = tmp_path / f"{name}.wav"
+            args = generate_args("--server", target, "--seconds", 0.05, "--seed", 3, "-o",
+                                 clips[name], *flags)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                assert args.func(args) == 0
+            compiled = [line for line in err.getvalue().splitlines() if "(XLA)" in line]
+            assert len(compiled) == (3 if name == "xla" else 0), err.getvalue()
+            assert ("the server has XLA off" in err.getvalue()) == (name == "off")
+        audio = {name: soundfile.read(str(path))[0] for name, path in clips.items()}
+        np.testing.assert_array_equal(audio["off"], audio["xla"])
+        np.testing.assert_array_equal(audio["plain"], audio["xla"])
+    finally:
+        plain.stop()
+
+
 def test_generate_reports_unreachable_server_and_unknown_model(server, tmp_path):
     from jukebox_tf.errors import JukeboxError
 

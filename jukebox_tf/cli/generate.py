@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds to wait for each call (default 600)")
+    p.add_argument("--no-xla", action="store_true",
+                   help="use the plain sampling signatures even where the model has XLA "
+                        "twins (by default the *_xla ones, falling back to the plain ones "
+                        "when the server has XLA off)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -150,6 +154,38 @@ def read_metadata(channel, model, version=None, timeout=None) -> dict:
     return json.loads(value)
 
 
+XLA_TWINS = {"sample_xla", "upsample_xla"}  # export/module.py's XLA_SUFFIX twins
+
+
+class SamplingCalls:
+    """Predict calls to `sample` and `upsample`, through their XLA twins while the server runs
+    them: stock TF Serving answers "XLA compilation disabled" unless started with
+    --xla_cpu_compilation_enabled=true, and then the plain signatures (same tokens) serve."""
+
+    def __init__(self, server, model, version, timeout, progress, compiled: bool):
+        self.server, self.model, self.version, self.timeout = server, model, version, timeout
+        self.progress, self.compiled = progress, compiled
+
+    def call(self, label: str, signature: str, inputs: dict) -> dict:
+        from serving import client
+
+        if self.compiled:
+            try:
+                return self.progress.step(f"{label} (XLA)", client.predict, self.server,
+                                          self.model, inputs, signature=signature + "_xla",
+                                          version=self.version, timeout=self.timeout)
+            except client.ServingError as e:
+                if "XLA compilation disabled" not in str(e):
+                    raise
+                self.compiled = False
+                print("jukebox-tf generate: the server has XLA off, so the plain signatures "
+                      "sample (slower; the same tokens). Stock TF Serving runs the XLA ones "
+                      "with --xla_cpu_compilation_enabled=true.", file=sys.stderr)
+        return self.progress.step(label, client.predict, self.server, self.model, inputs,
+                                  signature=signature, version=self.version,
+                                  timeout=self.timeout)
+
+
 def generate_clip(server, args, progress: Progress | None = None) -> dict:
     """Runs the steps against `server` ("host:port" or a channel): {"audio" [S] or [S, C],
     "sample_rate", "codes": {level: [1, N]}, "level"}. Raises ServingError."""
@@ -187,16 +223,18 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
             {"audio": audio, "sample_rate": row(rate, np.int32)}, signature="encode",
             version=version, output_filter=[f"codes_l{top}"], timeout=timeout)
         prime = encoded[f"codes_l{top}"][:, :n_tokens - 1].astype(np.int32)
-    codes = {top: progress.step(
-        f"sample level {top} ({n_tokens} tokens)", client.predict, server, model,
+    sampling = SamplingCalls(server, model, version, timeout, progress,
+                             compiled=not getattr(args, "no_xla", False)
+                             and XLA_TWINS <= set(meta.get("signatures", ())))
+    codes = {top: sampling.call(
+        f"sample level {top} ({n_tokens} tokens)", "sample",
         {**cond, "lyrics": strings(args.lyrics), "n_tokens": row(n_tokens, np.int32), **settings,
-         "prime": prime}, signature="sample", version=version, timeout=timeout)["codes"]}
+         "prime": prime})["codes"]}
     above = top
     for level in reversed(levels[:-1]):
-        codes[level] = progress.step(
-            f"upsample level {level}", client.predict, server, model,
-            {"codes": codes[above], "level": row(level, np.int32), **cond, **settings},
-            signature="upsample", version=version, timeout=timeout)["codes"]
+        codes[level] = sampling.call(
+            f"upsample level {level}", "upsample",
+            {"codes": codes[above], "level": row(level, np.int32), **cond, **settings})["codes"]
         above = level
     audio = progress.step(f"decode level {above}", client.predict, server, model,
                           {"codes": codes[above], "level": row(above, np.int32)},

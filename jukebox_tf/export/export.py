@@ -29,7 +29,7 @@ import numpy as np
 
 from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
-from jukebox_tf.export.module import ExportInfo, JukeboxModule
+from jukebox_tf.export.module import XLA_SUFFIX, ExportInfo, JukeboxModule
 from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.export.versions import write_version
 from jukebox_tf.export.warmup import WARMUP_FILE, example_inputs, write_warmup
@@ -97,6 +97,10 @@ def serving_limits(meta: dict, limits: ExportLimits) -> dict:
                                          "max": limits.max_generate_seconds},
                              "total_seconds": track, **settings}
     # serving_default is the same function under a second name: the same checks.
+    for name in signatures:
+        base = name[:-len(XLA_SUFFIX)]
+        if name.endswith(XLA_SUFFIX) and base in rules:
+            rules[name] = json.loads(json.dumps(rules[base]))
     default = "generate" if "generate" in signatures else "metadata"
     if default in rules:
         rules["serving_default"] = json.loads(json.dumps(rules[default]))
@@ -128,12 +132,14 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
                   level_vocabs: Mapping[int, LabelVocab] | None = None,
                   limits: ExportLimits = ExportLimits(), model_name: str = "jukebox",
                   hop_fractions: Sequence[float] = HOP_FRACTIONS, chunk_size: int = 32,
-                  warmup: bool = True, log=None) -> ExportResult:
+                  warmup: bool = True, xla: bool = True, log=None) -> ExportResult:
     """Writes out_base/<version>/ (see the module docstring) atomically; version None: one
     more than the largest existing. priors: the top prior and/or upsamplers, in any order
     (None entries ignored). vocab: the names the priors' label ids stand for, e.g.
     runs.Hierarchy.vocab; level_vocabs: {level: names} of the levels whose priors name other
-    ids (runs.Hierarchy.level_vocabs)."""
+    ids (runs.Hierarchy.level_vocabs). xla: also the sampling signatures' XLA twins
+    (module.XLA_SUFFIX); warmup requests are written for the plain signatures only (a server
+    without XLA would fail them, and TF Serving then refuses the version)."""
     import tensorflow as tf
 
     log = log or (lambda message: None)
@@ -143,7 +149,7 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
         log("no priors: exporting encode, decode and metadata only")
     info_kwargs = dict(vocab=vocab, level_vocabs=tuple(sorted((level_vocabs or {}).items())),
                        hop_fractions=tuple(hop_fractions), chunk_size=chunk_size,
-                       model_name=model_name)
+                       model_name=model_name, xla=xla)
 
     def write(tmp: str, chosen: int) -> None:
         try:

@@ -78,18 +78,20 @@ def filter_logits_graph(logits, top_k, top_p) -> tf.Tensor:
                    lambda: tf.identity(logits))
 
 
-def pick_graph(logits, keys, position, settings: GraphSettings) -> tf.Tensor:
-    """filters.pick row by row: logits float32 [B, V], keys int64 [B, 2] -> int32 [B]."""
+def pick_graph(logits, keys, position, settings: GraphSettings, xla: bool = False) -> tf.Tensor:
+    """filters.pick row by row: logits float32 [B, V], keys int64 [B, 2] -> int32 [B]. xla: the
+    code runs under XLA (filters.argmax)."""
     temperature = settings.temperature
 
     def sampled():
         x = tf.cast(logits, tf.float32)
         # As process_logits: divided only when the temperature is not 1 (x / 1 == x anyway).
         x = x / tf.where(temperature > 0.0, temperature, 1.0)[:, None]
-        drawn = draw(filter_logits_graph(x, settings.top_k, settings.top_p), keys, position)
-        return tf.where(temperature > 0.0, drawn, argmax(logits))
+        drawn = draw(filter_logits_graph(x, settings.top_k, settings.top_p), keys, position,
+                     xla)
+        return tf.where(temperature > 0.0, drawn, argmax(logits, xla))
 
-    return tf.cond(tf.reduce_any(temperature > 0.0), sampled, lambda: argmax(logits))
+    return tf.cond(tf.reduce_any(temperature > 0.0), sampled, lambda: argmax(logits, xla))
 
 
 def _shifted(tokens):
@@ -97,11 +99,11 @@ def _shifted(tokens):
 
 
 def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: GraphSettings,
-                        chunk_size: int = 32, step=None) -> tf.Tensor:
+                        chunk_size: int = 32, step=None, xla: bool = False) -> tf.Tensor:
     """sampler.WindowSampler._generate with tensor settings and batch size: tokens int32
     [B, n_ctx] with the prime in [0, length) -> the buffer with n_new tokens sampled at
     [length, length + n_new). step: prior.step or a tf.function of it (one trace per step
-    length, shared by every loop that calls it)."""
+    length, shared by every loop that calls it). xla: the code runs under XLA."""
     step = step or prior.step
     tokens = prior_api.to_tokens(prior, tokens)
     batch = tf.shape(tokens)[0]
@@ -119,7 +121,7 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
 
     def body(position, last, cache, tokens):
         logits, cache = step(last[:, None], position, cache, cond)
-        token = pick_graph(logits[:, 0], key, position, settings)
+        token = pick_graph(logits[:, 0], key, position, settings, xla)
         index = tf.stack([rows, tf.fill([batch], position)], axis=1)
         return position + 1, token, cache, tf.tensor_scatter_nd_update(tokens, index, token)
 
@@ -128,17 +130,35 @@ def sample_window_graph(prior, cond, tokens, length, n_new, key, settings: Graph
         lambda position, *_: position < stop, body, (length, last, cache, tokens))[3])
 
 
+def compiled_window(prior, chunk_size: int = 32):
+    """sample_window_graph as one XLA cluster per call (compiled per batch size when it runs):
+    the per-token loop's operations fused, as the library's `--xla` path. A SavedModel
+    that holds it runs on TF Serving only with XLA enabled (export/README.md)."""
+
+    def window(cond, tokens, length, n_new, key, temperature, top_k, top_p, seed):
+        return sample_window_graph(prior, cond, tokens, length, n_new, key, GraphSettings(
+            temperature, top_k, top_p, seed), chunk_size, xla=True)
+
+    compiled = tf.function(window, jit_compile=True, autograph=False)
+
+    def call(cond, tokens, length, n_new, key, settings: GraphSettings):
+        return compiled(cond, tokens, length, n_new, key, *(
+            getattr(settings, field.name) for field in dataclasses.fields(settings)))
+
+    return call
+
+
 def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[int], labels,
                        settings: GraphSettings, *, hop_fraction: float, lyric_tokens=None,
                        lyric_lengths=None, upper_codes=None, prime=None,
-                       chunk_size: int = 32, step=None) -> tf.Tensor:
+                       chunk_size: int = 32, step=None, compiled=None) -> tf.Tensor:
     """windowed.sample_level in graph: codes int32 [B, total_tokens] of `level`.
 
     labels int32 [B, 4 + G]: base rows (total length and the track offset; each window sets
     its own offset and length). lyric_tokens int32 [B, L] / lyric_lengths int32 [B]: the whole
     lyrics, for priors with lyrics. upper_codes int32 [B, T_above]: the level above, for
     upsamplers. prime int32 [B, P] (P may be 0): codes kept as they are. step: see
-    sample_window_graph.
+    sample_window_graph. compiled: `compiled_window(prior)` to sample each window under XLA.
     """
     ctx = prior_api.n_ctx(prior)
     hop_length = int(hop_lengths[level])
@@ -180,8 +200,11 @@ def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[in
             inputs["upper_codes"] = tf.ensure_shape(part, [None, width])
         cond = prior.conditioning(inputs, training=False)
         key = row_keys_graph(settings.seed, level, start)
-        out = sample_window_graph(prior, cond, buffer, prime_len, n_new, key, settings,
-                                  chunk_size, step)
+        if compiled is not None:
+            out = compiled(cond, buffer, prime_len, n_new, key, settings)
+        else:
+            out = sample_window_graph(prior, cond, buffer, prime_len, n_new, key, settings,
+                                      chunk_size, step)
         return tf.concat([codes, out[:, prime_len:prime_len + n_new]], axis=1)
 
     def body(w, codes):

@@ -33,12 +33,13 @@ with 0 (a request merged with a longer one gets its result padded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Sequence
 
 import tensorflow as tf
 
-from jukebox_tf.export.graph_sampling import GraphSettings, sample_level_graph
+from jukebox_tf.export.graph_sampling import GraphSettings, compiled_window, sample_level_graph
 from jukebox_tf.prior.label_vocab import LabelVocab, artist_key_tf, genre_keys_tf
 from jukebox_tf.prior.lyrics import tokenizer_for
 from jukebox_tf.sampling import prior_api
@@ -63,6 +64,19 @@ SIGNATURES = {
                 "codebook size, context lengths, vocabularies, version, everything as JSON",
 }
 
+SAMPLING = ("sample", "upsample", "generate")
+# Each sampling signature's twin whose windows run as XLA clusters: the fast path, for a server
+# with XLA enabled (stock TF Serving: --xla_cpu_compilation_enabled=true; export/README.md).
+XLA_SUFFIX = "_xla"
+
+
+def describe_signature(name: str) -> str:
+    if name.endswith(XLA_SUFFIX):
+        base = name[:-len(XLA_SUFFIX)]
+        return (f"{SIGNATURES[base]}; as `{base}`, the same tokens, each window's token loop "
+                f"compiled with XLA (the server must have XLA enabled)")
+    return SIGNATURES[name]
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportInfo:
@@ -78,6 +92,7 @@ class ExportInfo:
     hop_fractions: tuple[float, ...] = HOP_FRACTIONS
     chunk_size: int = 32
     model_name: str = "jukebox"
+    xla: bool = True  # also the sampling signatures' XLA twins (XLA_SUFFIX)
 
 
 class _Models:
@@ -138,19 +153,25 @@ class JukeboxModule(tf.Module):
         strings = tf.TensorSpec([None], tf.string)
         settings = [_per_row(tf.float32, "temperature"), _per_row(tf.int32, "top_k"),
                     _per_row(tf.float32, "top_p"), _per_row(tf.int64, "seed")]
+        sampling = {}
         if self.top_prior is not None:
-            self.sample = tf.function(self._sample, autograph=False, input_signature=[
+            sampling["sample"] = (self._sample, [
                 strings, strings, strings, _per_row(tf.float32, "total_seconds"),
                 _per_row(tf.float32, "offset_seconds"), _per_row(tf.int32, "n_tokens"),
                 *settings, tf.TensorSpec([None, None], tf.int32, name="prime")])
-            self.generate = tf.function(self._generate, autograph=False, input_signature=[
+            sampling["generate"] = (self._generate, [
                 strings, strings, strings, _per_row(tf.float32, "seconds"),
                 _per_row(tf.float32, "total_seconds"), *settings])
         if self.upsampler_levels:
-            self.upsample = tf.function(self._upsample, autograph=False, input_signature=[
+            sampling["upsample"] = (self._upsample, [
                 tf.TensorSpec([None, None], tf.int32, name="codes"), _per_row(tf.int32, "level"),
                 strings, strings, _per_row(tf.float32, "total_seconds"),
                 _per_row(tf.float32, "offset_seconds"), *settings])
+        for name, (method, spec) in sampling.items():
+            setattr(self, name, tf.function(method, autograph=False, input_signature=spec))
+            if info.xla:
+                setattr(self, name + XLA_SUFFIX, tf.function(
+                    functools.partial(method, xla=True), autograph=False, input_signature=spec))
 
     # -- structure -----------------------------------------------------------------------------
 
@@ -184,7 +205,8 @@ class JukeboxModule(tf.Module):
             names.append("upsample")
         if self.top_prior is not None:
             names.append("generate")
-        return names + ["metadata"]
+        compiled = [name + XLA_SUFFIX for name in names if name in SAMPLING and self._info.xla]
+        return names + ["metadata"] + compiled
 
     def signatures(self) -> dict:
         """{name: tf.function} for tf.saved_model.save; generate is also serving_default (the
@@ -341,14 +363,16 @@ class JukeboxModule(tf.Module):
                             tf.debugging.assert_less(codes, self._config.l_bins,
                                                      message=message)], codes)
 
-    def _level_fn(self, level: int):
+    def _level_fn(self, level: int, xla: bool = False):
         """The tf.function sampling `level` (graph_sampling.sample_level_graph), traced once
         and called by every signature that samples the level; its prior's step is a
-        tf.function too, traced once per step length. Unused inputs get empty tensors."""
+        tf.function too, traced once per step length. Unused inputs get empty tensors. xla:
+        each window's token loop compiled (graph_sampling.compiled_window)."""
         fns = self._models.level_fns
-        if level in fns:
-            return fns[level]
+        if (level, xla) in fns:
+            return fns[level, xla]
         prior = self._models.priors[level]
+        compiled = compiled_window(prior, self._info.chunk_size) if xla else None
         step = tf.function(prior.step, autograph=False)
         width = 4 + self._max_words(level)
         hop_fraction = self._hop_fraction(level)
@@ -363,18 +387,18 @@ class JukeboxModule(tf.Module):
                 lyric_tokens=lyric_tokens if has_lyrics else None,
                 lyric_lengths=lyric_lengths if has_lyrics else None,
                 upper_codes=upper_codes if is_upsampler else None, prime=prime,
-                chunk_size=self._info.chunk_size, step=step)
+                chunk_size=self._info.chunk_size, step=step, compiled=compiled)
 
         codes = tf.TensorSpec([None, None], tf.int32)
-        fns[level] = tf.function(sample_level, autograph=False, input_signature=[
+        fns[level, xla] = tf.function(sample_level, autograph=False, input_signature=[
             tf.TensorSpec([], tf.int32), tf.TensorSpec([None, width], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64), codes,
             tf.TensorSpec([None], tf.int32), codes, codes])
-        return fns[level]
+        return fns[level, xla]
 
     def _sample_level(self, level, total_tokens, labels_rows, settings: GraphSettings,
-                      lyrics=None, upper=None, prime=None):
+                      lyrics=None, upper=None, prime=None, xla: bool = False):
         """Codes int32 [B, total_tokens] of `level`; total_tokens a scalar (one group)."""
         prior = self._models.priors[level]
         batch = tf.shape(labels_rows)[0]
@@ -382,7 +406,7 @@ class JukeboxModule(tf.Module):
         lyric_tokens, lyric_lengths = empty, tf.zeros([batch], tf.int32)
         if prior_api.n_lyric_tokens(prior):
             lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics, prior)
-        return self._level_fn(level)(
+        return self._level_fn(level, xla)(
             tf.cast(total_tokens, tf.int32), labels_rows, settings.temperature,
             settings.top_k, settings.top_p, settings.seed, lyric_tokens, lyric_lengths,
             empty if upper is None else upper, empty if prime is None else prime)
@@ -456,7 +480,7 @@ class JukeboxModule(tf.Module):
             "audio": (self._audio_rows(tf.shape(codes)[0], longest), 0.0)})
 
     def _sample(self, artist, genres, lyrics, total_seconds, offset_seconds, n_tokens,
-                temperature, top_k, top_p, seed, prime):
+                temperature, top_k, top_p, seed, prime, xla: bool = False):
         top = self.levels - 1
         hop = self._config.hop_lengths[top]
         rows = self._same_batch("artist", dict(
@@ -484,14 +508,15 @@ class JukeboxModule(tf.Module):
         def run(group, value):
             return {"codes": self._sample_level(
                 top, value, tf.gather(labels, group), settings.take(group),
-                lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group))}
+                lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group),
+                xla=xla)}
 
         longest = self._longest(n_tokens)
         return self._grouped(n_tokens, run, {
             "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
 
     def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
-                  temperature, top_k, top_p, seed):
+                  temperature, top_k, top_p, seed, xla: bool = False):
         hops = self._config.hop_lengths
         levels = self.upsampler_levels
         rows = self._same_batch("codes", dict(
@@ -518,7 +543,8 @@ class JukeboxModule(tf.Module):
             def run():
                 n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
                 return self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
-                                          settings.take(group), upper=tf.gather(codes, group))
+                                          settings.take(group), upper=tf.gather(codes, group),
+                                          xla=xla)
             return run
 
         def run(group, value):
@@ -532,7 +558,7 @@ class JukeboxModule(tf.Module):
             "codes": (tf.fill([tf.shape(codes)[0], longest], PAD_CODE), PAD_CODE)})
 
     def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
-                  top_p, seed):
+                  top_p, seed, xla: bool = False):
         hops = self._config.hop_lengths
         rows = self._same_batch("artist", dict(
             artist=artist, genres=genres, lyrics=lyrics, seconds=seconds,
@@ -555,7 +581,8 @@ class JukeboxModule(tf.Module):
                 codes[level] = self._sample_level(
                     level, value // hops[level], tf.gather(labels[level], group),
                     settings.take(group),
-                    lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1))
+                    lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1),
+                    xla=xla)
             out = {f"codes_l{level}": c for level, c in codes.items()}
             out["audio"] = self._decode_level(codes[lowest], lowest)
             return out
@@ -591,7 +618,7 @@ class JukeboxModule(tf.Module):
             "hop_fractions": list(self._info.hop_fractions),
             "artists": list(self._info.vocab.artists), "genres": list(self._info.vocab.genres),
             "label_names": self._info.vocab.scheme,
-            "signatures": {name: SIGNATURES[name] for name in self.signature_names()},
+            "signatures": {name: describe_signature(name) for name in self.signature_names()},
         }
 
     def _metadata(self, rows):
