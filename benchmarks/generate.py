@@ -15,7 +15,11 @@ For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
     first window of a level includes tracing its graph: `first_call_s` is the sum over levels
     of the first window's excess over the median of that level's later windows (taken from
     the run of the same batch with the most windows; a level with one window in every run
-    counts none).
+    counts none). The runs share a fresh XLA compilation cache (xla_cache.py): the first run
+    of each batch size compiles (`first_call_cold_s`, from the 1-sample run at the shortest
+    N), the later ones load what it stored, as a user's second command does.
+    `--stream` (one sample, the longest N) gives the time from the command's start to the
+    first second of level-0 audio on disk: `first_sound_s`.
 (b) served: `python -m serving` on the export; with serving.client, the chain `jukebox-tf
     generate` sends (sample the top level, upsample each level below, decode; B rows each)
     through the XLA twins it uses by default (`sample_xla`, `upsample_xla`), and
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +55,7 @@ import numpy as np  # noqa: E402
 from bench_common import build_and_export, write_result  # noqa: E402
 from serving_load import server_process  # noqa: E402
 
+from jukebox_tf import xla_cache  # noqa: E402
 from jukebox_tf.cli.generate import read_metadata  # noqa: E402
 
 from serving import client  # noqa: E402
@@ -72,13 +78,13 @@ def parse_args(argv=None):
 
 # -- (a) the CLI -----------------------------------------------------------------------------
 
-def cli_run(runs: dict, seconds: float, samples: int, out: str) -> dict:
+def cli_run(runs: dict, seconds: float, samples: int, out: str, *flags: str) -> dict:
     """One `jukebox-tf sample` process: its wall time and its own timing record."""
     from jukebox_tf.sampling.outputs import load_codes_npz
 
     argv = [sys.executable, "-m", "jukebox_tf", "sample", "--prior", runs["prior_l2"],
             "--upsamplers", runs["prior_l1"], runs["prior_l0"], "--lyrics", LYRICS,
-            "--seconds", str(seconds), "--samples", str(samples), "-o", out, "--quiet"]
+            "--seconds", str(seconds), "--samples", str(samples), "-o", out, "--quiet", *flags]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
     start = time.perf_counter()
@@ -93,17 +99,20 @@ def cli_run(runs: dict, seconds: float, samples: int, out: str) -> dict:
             "decode_s": timing["decode"], "alignment_s": timing["alignment"],
             "windows_s": windows, "level_s": {level: sum(ts) for level, ts in windows.items()},
             "startup_s": wall - timing["load"] - sampled - timing["alignment"]
-            - timing["decode"]}
+            - timing["decode"] - timing.get("stream", 0.0),
+            "stream_s": timing.get("stream"), "first_second_s": timing.get("first_second")}
 
 
-def first_call_excess(runs: list[dict]) -> float:
+def first_call_excess(runs: list[dict], cold: bool = False) -> float:
     """Sum over levels of (first window - median of the later ones), from the run with the
-    most windows of that level."""
+    most windows of that level, or with `cold` of the first run (its median from the run
+    with the most windows)."""
     total = 0.0
     for level in runs[0]["windows_s"]:
         longest = max((r["windows_s"][level] for r in runs), key=len)
+        first = runs[0]["windows_s"][level][0] if cold else longest[0]
         if len(longest) > 1:
-            total += max(0.0, longest[0] - statistics.median(longest[1:]))
+            total += max(0.0, first - statistics.median(longest[1:]))
     return total
 
 
@@ -174,6 +183,12 @@ def main(argv=None) -> int:
     root = args.keep or tempfile.mkdtemp(prefix="jukebox-generate-")
     print(f"building untrained {args.preset} runs and exporting them in {root}", flush=True)
     runs = build_and_export(root, args.preset, RATE, max_seconds=max(lengths))
+    cache = os.path.join(root, "xla-cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ[xla_cache.ENV] = cache  # the commands' and the server's, fresh for this run
+    # The in-process build pointed TF_XLA_FLAGS at the default cache: the children pick theirs.
+    os.environ["TF_XLA_FLAGS"] = " ".join(f for f in os.environ.get("TF_XLA_FLAGS", "").split()
+                                          if not f.startswith(xla_cache.FLAG))
 
     cli = {b: [] for b in batches}
     for samples in batches:
@@ -184,6 +199,11 @@ def main(argv=None) -> int:
                   f"{r['startup_s']:.1f}, load {r['load_s']:.1f}, "
                   + ", ".join(f"level {lv} {s:.1f}" for lv, s in r["level_s"].items())
                   + f", decode {r['decode_s']:.1f})", flush=True)
+
+    # Time to the first sound: --stream, one sample, the longest N (the cache is warm now).
+    streamed = cli_run(runs, lengths[-1], 1, os.path.join(root, "cli_stream"), "--stream")
+    print(f"cli --stream {lengths[-1]:g} s: the first second of audio after "
+          f"{streamed['first_second_s']:.1f} s, wall {streamed['wall_s']:.1f} s", flush=True)
 
     served = {b: [] for b in batches}
     generate = {b: {} for b in batches}
@@ -218,9 +238,11 @@ def main(argv=None) -> int:
     result = {"preset": args.preset, "sample_rate": RATE, "lengths_s": list(lengths),
               "cli": cli, "served": served, "served_generate_s": generate,
               "served_first_chain": first, "server_start_s": server_start,
-              "served_plain": plain}
+              "served_plain": plain, "cli_stream": streamed,
+              "first_sound_s": streamed["first_second_s"]}
     first_call = {b: first_call_excess(cli[b]) for b in batches}
     result["first_call_s"] = first_call[1]
+    result["first_call_cold_s"] = first_call_excess(cli[1], cold=True)
     result["startup_s"] = statistics.median(r["startup_s"] for rs in cli.values() for r in rs)
     for samples in batches:
         r = cli[samples][-1]
@@ -250,7 +272,9 @@ def main(argv=None) -> int:
                 "served_generate_realtime_factor", "served_plain_realtime_factor",
                 "served_plain_generate_realtime_factor"):
         print(f"{key:<28} {result[f'{key}_1']:>9.2f} {result[f'{key}_4']:>10.2f}")
-    print(f"startup {result['startup_s']:.1f} s, cli first call {result['first_call_s']:.1f} s,"
+    print(f"first second of audio (--stream) after {result['first_sound_s']:.1f} s")
+    print(f"startup {result['startup_s']:.1f} s, cli first call {result['first_call_s']:.1f} s "
+          f"({result['first_call_cold_s']:.1f} s compiling),"
           f" served first call {result['served_first_call_s']:.1f} s, server start "
           f"{server_start:.1f} s")
     return write_result(args.json, result)

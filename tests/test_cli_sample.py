@@ -79,15 +79,20 @@ def load_npz(folder):
     return load_codes_npz(os.path.join(folder, "codes.npz"))
 
 
-@pytest.fixture(scope="module")
-def ancestral(runs):
-    """Two ancestral samples of 0.1 s at every level; no --vqvae (the codes recorded it)."""
-    out = runs["root"] / "ancestral"
-    stdout, stderr = sample(
+def two_ancestral(runs, seconds, out, *flags):
+    """`sample` of two ancestral samples at every level; no --vqvae (the codes recorded it)."""
+    return sample(
         "--prior", runs["top"], "--upsamplers", runs["up0"], runs["up1"], "--mode",
         "ancestral", "--artist", "ANN", "--genre", "Rock", "--genre", "polka", "--lyrics",
-        "la la la", "--seconds", 0.1, "--samples", 2, "--temperature", "1.0,0.9,0.9",
-        "--seed", 3, "-o", out, "--quiet")
+        "la la la", "--seconds", seconds, "--samples", 2, "--temperature", "1.0,0.9,0.9",
+        "--seed", 3, "-o", out, *flags)
+
+
+@pytest.fixture(scope="module")
+def ancestral(runs):
+    """Two ancestral samples of 0.1 s."""
+    out = runs["root"] / "ancestral"
+    stdout, stderr = two_ancestral(runs, 0.1, out, "--quiet")
     return out, stdout, stderr
 
 
@@ -128,6 +133,29 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
     assert "using the VQ-VAE the priors' codes were encoded with" in stderr
     assert f"listen: {os.path.abspath(out / 'index.html')}" in stdout
     assert "level 0: 272 codes per sample" in stdout
+
+
+@pytest.mark.slow
+def test_stream_writes_level_0_as_it_comes_and_the_same_samples(runs):
+    """--stream: the same codes and files as without it, plus stream/sample_<i>.wav (the
+    level-0 audio as it was written, renamed from .partial when complete), the time to its
+    first second and the stream's own time in the record."""
+    out, whole = runs["root"] / "streamed", runs["root"] / "whole"
+    _, stderr = two_ancestral(runs, 1.1, out, "--stream")
+    two_ancestral(runs, 1.1, whole, "--quiet")
+    codes, metadata = load_npz(out)
+    for level, c in load_npz(whole)[0].items():
+        np.testing.assert_array_equal(codes[level], c)
+    assert files_under(out) == files_under(whole) | {"stream/sample_0.wav",
+                                                     "stream/sample_1.wav"}
+    for i in range(2):
+        streamed, rate = sf.read(str(out / "stream" / f"sample_{i}.wav"), dtype="int16")
+        final, _ = sf.read(str(out / "level_0" / f"sample_{i}.wav"), dtype="int16")
+        assert rate == RATE and len(streamed) == len(final) > RATE
+        assert np.abs(streamed.astype(int) - final).max() <= 1  # 16-bit rounding at most
+    timing = metadata["settings"]["timing (s)"]
+    assert 0 < timing["first_second"] and timing["stream"] > 0
+    assert "the first second of level-0 audio after" in stderr
 
 
 @pytest.mark.slow

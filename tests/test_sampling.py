@@ -404,6 +404,57 @@ def test_ancestral_writes_every_level_and_continue_upsample_read_it_back(hierarc
     assert (up[1] != codes[1]).any()  # resampled, with another seed
 
 
+@pytest.mark.parametrize("mode", ["ancestral", "continue", "upsample", "primed"])
+def test_streaming_samples_the_same_codes_and_decodes_the_same_audio(hierarchy, mode):
+    """Levels interleaved window by window (streaming.interleave) give the codes of sampling
+    them one after another, in every mode; the lowest level's audio decoded as it grows
+    (ProgressiveDecoder) equals decoding it whole."""
+    from jukebox_tf.sampling import streaming
+
+    vqvae, priors = hierarchy
+    t = np.arange(3000) / 22050
+    given = dict(seconds=0.25)
+    if mode in ("continue", "upsample"):
+        given = dict(codes=modes.sample_codes("ancestral", vqvae, priors, seconds=0.1,
+                                              **SETTINGS), seconds=0.25)
+        if mode == "upsample":
+            given.pop("seconds")
+            priors = [priors[0], priors[1], None]
+    elif mode == "primed":
+        given["prompt"] = (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    whole = modes.sample_codes(mode, vqvae, priors, **given, **SETTINGS)
+    calls, timings = [], {}
+    streamed = modes.sample_codes(mode, vqvae, priors, **given, **SETTINGS, timings=timings,
+                                  on_lowest=lambda level, c: calls.append((level, c.copy())))
+    assert sorted(streamed) == sorted(whole)
+    for level in whole:
+        np.testing.assert_array_equal(streamed[level], whole[level], err_msg=f"level {level}")
+    # Called with the prime (or nothing), then after each of level 0's windows; the higher
+    # levels were not complete before level 0 started.
+    assert {level for level, _ in calls} == {0} and len(calls) == len(timings[0]) + 1
+    assert [c.shape[1] for _, c in calls] == sorted(c.shape[1] for _, c in calls)
+    np.testing.assert_array_equal(calls[-1][1], whole[0])
+    assert calls[1][1].shape[1] < whole[0].shape[1]
+
+    decode = lambda c: vqvae.decode(c, 0)  # noqa: E731
+    field = streaming.receptive_field(vqvae.decoders[0], vqvae.config.emb_width)
+    assert field > 0
+    # An untrained codebook is all zeros: give the codes distinct vectors.
+    bottleneck = vqvae.bottlenecks[0]
+    saved = bottleneck.k.numpy()
+    bottleneck.k.assign(np.random.default_rng(5).normal(size=saved.shape).astype(np.float32))
+    try:
+        decoder = streaming.ProgressiveDecoder(decode, vqvae.config.hop_lengths[0], field)
+        pieces = [decoder.add(c[0]) for _, c in calls] + [decoder.finish()]
+        full = np.asarray(decode(whole[0][:1]))[0]
+    finally:
+        bottleneck.k.assign(saved)
+    assert sum(p is not None for p in pieces) > 2  # audio came out before the end
+    audio = np.concatenate([p for p in pieces if p is not None])
+    assert np.abs(full).max() > 0 and audio.shape == full.shape
+    np.testing.assert_allclose(audio, full, rtol=0, atol=1e-5)
+
+
 def test_primed_continues_the_prompt_codes_at_every_level(hierarchy):
     vqvae, priors = hierarchy
     t = np.arange(1400) / 22050

@@ -12,7 +12,7 @@ import sys
 # of short commands; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jukebox_tf import __version__
+from jukebox_tf import __version__, xla_cache
 from jukebox_tf.cli import (demo, export, generate, import_weights, ingest, make_demo_data,
                             pipeline, prior, sample, serve, vqvae)
 from jukebox_tf.errors import JukeboxError
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    xla_cache.enable()  # before the command imports TensorFlow
     args.argv = argv  # the command as given: `--local-workers` re-runs it in each worker
     try:
         return args.func(args) or 0

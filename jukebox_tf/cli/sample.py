@@ -85,6 +85,10 @@ def register(subparsers) -> None:
                      help="compile the per-token loop with XLA (default: on, the fast path on CPUs "
                           "and GPUs; the same noise as --no-xla, so the same tokens but where "
                           "rounding splits a near-tie)")
+    how.add_argument("--stream", action="store_true",
+                     help="sample the levels window by window as the lowest needs them and "
+                          "write its audio as it comes to OUT_DIR/stream/sample_<i>.partial"
+                          ".wav (renamed sample_<i>.wav when done); the same music")
     how.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -291,6 +295,7 @@ def _sample(args) -> dict:
                                if not (args.mode == "upsample" and level == plan.top)])
     loaded = time.perf_counter()
     windows = {}
+    stream = _Stream(args.out, runs.vqvae) if args.stream else None
     priors = runs.priors
     if args.mode == "upsample":
         priors = list(priors)
@@ -300,7 +305,10 @@ def _sample(args) -> dict:
         artist_id=artist_ids, genre_ids=level_genre_ids, lyrics=lyrics,
         total_seconds=args.total_seconds, prompt=prompt, prompt_seconds=args.prompt_seconds,
         codes=saved, temperatures=temperatures, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, jit_compile=args.xla, progress=not args.quiet, timings=windows)
+        seed=args.seed, jit_compile=args.xla, progress=not (args.quiet or args.stream),
+        timings=windows, on_lowest=stream.add if stream else None)
+    if stream:
+        stream.finish()
     codes = {level: c for level, c in codes.items() if level in levels}
     top_codes = codes[plan.top]
     settings = {
@@ -338,8 +346,90 @@ def _sample(args) -> dict:
         "windows": {str(level): [round(t, 3) for t in ts] for level, ts in windows.items()},
         "alignment": round(decoding - aligning, 3),
         "decode": round(time.perf_counter() - decoding, 3)}
+    if stream:
+        timing["stream"] = round(stream.seconds, 3)  # decoding and writing as it came
+        if stream.first_second is not None:
+            timing["first_second"] = round(stream.first_second, 3)
     paths = write_outputs(args.out, codes, audio, vq.sample_rate, settings, alignment)
     return {**paths, "codes_arrays": codes, "levels": levels, "timing": timing}
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere since this module was
+    imported), so "time to the first sound" includes Python's and TensorFlow's start."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
+class _Stream:
+    """--stream: the lowest sampled level's audio decoded as its codes become final
+    (sampling/streaming.py) and appended to OUT_DIR/stream/sample_<i>.partial.wav, each
+    renamed sample_<i>.wav when complete."""
+
+    def __init__(self, out_dir: str, vqvae):
+        self.folder, self.vqvae = os.path.join(out_dir, "stream"), vqvae
+        self.decoders = self.files = None
+        self.first_second = None  # seconds from the process start to 1 s of sample 0's audio
+        self.written, self.seconds = 0, 0.0  # sample 0's frames; time spent here
+
+    def _open(self, level: int, batch: int):
+        import soundfile
+
+        from jukebox_tf.sampling.streaming import ProgressiveDecoder, receptive_field
+
+        config = self.vqvae.config
+        decode = lambda codes: self.vqvae.decode(codes, level)  # noqa: E731
+        field = receptive_field(self.vqvae.decoders[level], config.emb_width)
+        self.level, self.rate = level, config.sample_rate
+        self.decoders = [ProgressiveDecoder(decode, config.hop_lengths[level], field)
+                         for _ in range(batch)]
+        os.makedirs(self.folder, exist_ok=True)
+        self.files = [soundfile.SoundFile(self._path(i, partial=True), "w", config.sample_rate,
+                                          config.channels, subtype="PCM_16", format="WAV")
+                      for i in range(batch)]
+
+    def _path(self, i: int, partial: bool) -> str:
+        return os.path.join(self.folder, f"sample_{i}{'.partial' if partial else ''}.wav")
+
+    def _write(self, i: int, audio) -> None:
+        import numpy as np
+
+        if audio is None or not len(audio):
+            return
+        self.files[i].write(np.clip(audio, -1.0, 1.0))
+        self.files[i].flush()  # the header too: players read what is there
+        if i == 0:
+            self.written += len(audio)
+            if self.first_second is None and self.written >= self.rate:
+                self.first_second = seconds_since_start()
+                print(f"jukebox-tf sample: the first second of level-{self.level} audio after "
+                      f"{self.first_second:.1f} s: {self._path(0, partial=True)}",
+                      file=sys.stderr, flush=True)
+
+    def add(self, level: int, codes) -> None:
+        began = time.perf_counter()
+        if self.decoders is None:
+            self._open(level, len(codes))
+        for i, decoder in enumerate(self.decoders):
+            self._write(i, decoder.add(codes[i]))
+        self.seconds += time.perf_counter() - began
+
+    def finish(self) -> None:
+        began = time.perf_counter()
+        for i, decoder in enumerate(self.decoders or ()):
+            self._write(i, decoder.finish())
+            self.files[i].close()
+            os.replace(self._path(i, partial=True), self._path(i, partial=False))
+        self.seconds += time.perf_counter() - began
 
 
 def run(args) -> int:

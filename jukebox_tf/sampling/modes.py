@@ -16,6 +16,7 @@ at the first missing upsampler (so [None, None, top] gives the top level alone).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Mapping, Sequence
 
@@ -25,7 +26,8 @@ from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
 from jukebox_tf.prior.labels import make_labels
 from jukebox_tf.sampling import prior_api
-from jukebox_tf.sampling.windowed import HOP_FRACTIONS, sample_level
+from jukebox_tf.sampling.streaming import interleave
+from jukebox_tf.sampling.windowed import HOP_FRACTIONS, level_windows, sample_level
 
 MODES = ("ancestral", "primed", "continue", "upsample")
 DEFAULT_TEMPERATURES = (0.99, 0.99, 0.99)  # the original sample.py's, per level
@@ -78,7 +80,7 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
                  temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
                  hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
                  jit_compile: bool = False, progress: bool = True,
-                 timings: dict | None = None) -> dict[int, np.ndarray]:
+                 timings: dict | None = None, on_lowest=None) -> dict[int, np.ndarray]:
     """Codes {level: int32 [n_samples, T_level]} for `mode` (see the module docstring).
 
     seconds: the length to reach (not for upsample, whose length is the saved top level's).
@@ -87,7 +89,10 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
     artist_id and genre_ids: the same ids at every level, or {level: ids} where the levels'
     priors name their labels differently (runs.Hierarchy.level_label_ids). timings: a dict
-    that gets {level: [each window's wall seconds]} of the levels sampled.
+    that gets {level: [each window's wall seconds]} of the levels sampled. on_lowest(level,
+    codes int32 [B, T] so far): the levels are sampled interleaved, window by window as the
+    lowest sampled level needs them (streaming.interleave: the same codes), and this is
+    called after each window of the lowest one.
     """
     config = vqvae.config
     levels, hops, rate = config.levels, config.hop_lengths, config.sample_rate
@@ -122,7 +127,7 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
         n_audio = audio_length(seconds, rate, hops[top])
     total_samples = n_audio if total_seconds is None else int(total_seconds * rate)
 
-    out = {}
+    out, jobs = {}, []
     for level in reversed(range(levels)):
         prior = priors[level]
         if mode == "upsample" and level == top:
@@ -144,14 +149,30 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
                                f"({primes[level].shape[1]}) than {seconds} s ({n_tokens})")
         labels, lyric_tokens = level_conditioning(prior, level, n_samples, total_samples,
                                                   artist_id, genre_ids, lyrics)
-        out[level] = sample_level(
-            prior, n_tokens, hops, labels=labels, lyrics=lyric_tokens,
-            upper_codes=out.get(level + 1), prime=primes.get(level), n_samples=n_samples,
+        settings = dict(
+            labels=labels, lyrics=lyric_tokens, prime=primes.get(level), n_samples=n_samples,
             hop_fraction=hop_fractions[level], temperature=temperatures[level], top_k=top_k,
             top_p=top_p, chunk_size=chunk_size, seed=seed, jit_compile=jit_compile,
             level=level, progress=progress,
             timings=None if timings is None else timings.setdefault(level, []))
+        if on_lowest is None:
+            out[level] = sample_level(prior, n_tokens, hops, upper_codes=out.get(level + 1),
+                                      **settings)
+        else:
+            jobs.append((level, functools.partial(
+                _windows_of, prior, n_tokens, hops, out.get(level + 1), settings), n_tokens))
+    if jobs:
+        lowest = jobs[-1][0]
+        out.update(interleave(jobs, n_samples, lambda codes: on_lowest(lowest, codes)))
     return out
+
+
+def _windows_of(prior, n_tokens, hops, given_upper, settings, upper_codes, upper_ready):
+    """streaming.interleave's windows of one level: its upper level is the job above, or the
+    codes given (upsample's saved top level)."""
+    return level_windows(prior, n_tokens, hops, upper_codes=(
+        given_upper if upper_codes is None else upper_codes), upper_ready=upper_ready,
+        **settings)
 
 
 def level_conditioning(prior, level: int, n_samples: int, total_samples: int, artist_id,

@@ -88,13 +88,22 @@ def window_inputs(prior, start: int, hop_length: int, labels, lyrics, upper_code
     return inputs
 
 
-def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels=None,
-                 lyrics=None, upper_codes=None, prime=None, n_samples: int | None = None,
-                 hop_fraction: float | None = None, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 0.0, chunk_size: int = 32, seed=0,
-                 jit_compile: bool = False, level: int | None = None, progress: bool = True,
-                 timings: list | None = None) -> np.ndarray:
-    """Codes int32 [B, total_tokens] of one level.
+def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], **kwargs) -> np.ndarray:
+    """Codes int32 [B, total_tokens] of one level; arguments as `level_windows`."""
+    codes = None
+    for codes in level_windows(prior, total_tokens, hop_lengths, **kwargs):
+        pass
+    return codes
+
+
+def level_windows(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels=None,
+                  lyrics=None, upper_codes=None, prime=None, n_samples: int | None = None,
+                  hop_fraction: float | None = None, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 0.0, chunk_size: int = 32, seed=0,
+                  jit_compile: bool = False, level: int | None = None, progress: bool = True,
+                  timings: list | None = None, upper_ready=None):
+    """Yields a level's codes int32 [B, T] as they grow, once before the first window (the
+    prime, maybe empty) and after each window, the last time [B, total_tokens].
 
     hop_lengths: the VQ-VAE's audio samples per code, per level. labels: int [B, 4 + G] base
     rows (total length and the track's offset; offset and length are set per window). lyrics:
@@ -103,6 +112,8 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
     continue (kept as they are). B comes from n_samples or from any of these. hop_fraction
     defaults to the original's for the level; temperature 0 samples greedily. seed: an int
     (sample i gets seed + i) or one int per sample; a sample depends only on its own seed.
+    upper_ready(n): called before a window reads upper_codes[:, :n], for an upper level that
+    is filled in as it is sampled (streaming); the codes are those of a filled array.
     """
     level = prior_api.prior_level(prior) if level is None else level
     hop_length = int(hop_lengths[level])
@@ -138,11 +149,14 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
     sampler = get_sampler(prior, SamplerSettings(temperature, top_k, top_p, chunk_size,
                                                  jit_compile))
     starts = window_starts(total_tokens, ctx, hop_fraction)
+    yield codes
     for start in tqdm(starts, desc=f"level {level}", unit="window", disable=not progress,
                       dynamic_ncols=True):
         end = min(start + ctx, total_tokens)
         if end <= codes.shape[1]:
             continue  # all in the prime already
+        if upper_ready is not None:  # before the clock: the level above's windows are its own
+            upper_ready(min((start + ctx) // upper_ratio, np.shape(upper_codes)[1]))
         began = time.perf_counter()
         inputs = window_inputs(prior, start, hop_length, labels, lyrics, upper_codes,
                                 upper_ratio)
@@ -152,7 +166,7 @@ def sample_level(prior, total_tokens: int, hop_lengths: Sequence[int], *, labels
         codes = np.concatenate([codes, new], axis=1)
         if timings is not None:
             timings.append(time.perf_counter() - began)
-    return codes
+        yield codes
 
 
 def upsample(prior, upper_codes, hop_lengths: Sequence[int], **kwargs) -> np.ndarray:
