@@ -120,6 +120,7 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
     assert settings["artist"] == "ann (id 1)" and settings["genres"] == (
         "rock (id 1), polka (id 0)")
     assert settings["temperatures (top first)"] == [1.0, 0.9, 0.9]
+    assert settings["xla (levels)"] == [2, 1, 0]  # the default on a CPU for small priors
     # Where the time went, window by window (these priors' contexts: 1, 2 and 8 windows),
     # on the page and printed.
     timing = settings["timing (s)"]

@@ -15,7 +15,7 @@ from jukebox_tf.prior import lyrics as lyrics_lib
 from jukebox_tf.prior import prior as prior_lib
 from jukebox_tf.prior.config import get_preset as prior_preset, with_lyrics
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
-from jukebox_tf.sampling import filters, modes, noise, outputs, windowed
+from jukebox_tf.sampling import filters, modes, noise, outputs, prior_api, windowed
 from jukebox_tf.sampling.sampler import sample_window
 from jukebox_tf.vqvae.config import get_preset
 from jukebox_tf.vqvae.vqvae import build_vqvae
@@ -174,7 +174,6 @@ def test_exported_graph_sampler_primes_in_chunks_as_the_library_does(stand_in, p
     stand-in): whole chunks of 5, then the rest one position at a time, with the batch
     unknown while tracing. Greedy, so its tokens must be the library sampler's."""
     from jukebox_tf.export.graph_sampling import GraphSettings, sample_window_graph
-    from jukebox_tf.sampling import prior_api
 
     assert prior_api.one_pass_prime(stand_in) is None
     cond = stand_in.conditioning({"labels": labels_for([1, 2])})
@@ -453,6 +452,16 @@ def test_streaming_samples_the_same_codes_and_decodes_the_same_audio(hierarchy, 
     audio = np.concatenate([p for p in pieces if p is not None])
     assert np.abs(full).max() > 0 and audio.shape == full.shape
     np.testing.assert_allclose(audio, full, rtol=0, atol=1e-5)
+
+
+def test_auto_xla_compiles_small_priors_on_a_cpu_only(monkeypatch):
+    prior = tf.Module()
+    prior.weights = [tf.Variable(tf.zeros([3, 4])), tf.Variable(tf.zeros([5]))]
+    assert prior_api.n_params(prior) == 17
+    assert modes.use_xla(True, prior) and not modes.use_xla(False, prior)
+    assert modes.use_xla("auto", prior)  # no GPU here
+    monkeypatch.setattr(modes, "AUTO_XLA_MAX_CPU_PARAMS", 16)
+    assert not modes.use_xla("auto", prior)
 
 
 def test_primed_continues_the_prompt_codes_at_every_level(hierarchy):

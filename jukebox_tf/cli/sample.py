@@ -81,10 +81,12 @@ def register(subparsers) -> None:
     how.add_argument("--top-p", type=float, default=0.0,
                      help="keep the likeliest codes of total probability P (0: all)")
     how.add_argument("--seed", type=int, default=0, help="same seed, same samples")
-    how.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
-                     help="compile the per-token loop with XLA (default: on, the fast path on CPUs "
-                          "and GPUs; the same noise as --no-xla, so the same tokens but where "
-                          "rounding splits a near-tie)")
+    how.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                     help="compile the per-token loop with XLA, or not (default: on GPUs, and "
+                          "on CPUs for priors up to 200M weights, where it is several times "
+                          "faster; the released models' loops take minutes and GBs to compile "
+                          "on a CPU). The same tokens either way but where rounding splits a "
+                          "near-tie")
     how.add_argument("--stream", action="store_true",
                      help="sample the levels window by window as the lowest needs them and "
                           "write its audio as it comes to OUT_DIR/stream/sample_<i>.partial"
@@ -286,7 +288,8 @@ def _sample(args) -> dict:
         _warn(message)
 
     from jukebox_tf.audio.metadata import genre_words
-    from jukebox_tf.sampling.modes import decode_codes, lyric_alignment_of, sample_codes
+    from jukebox_tf.sampling.modes import (decode_codes, lyric_alignment_of, sample_codes,
+                                           use_xla)
     from jukebox_tf.sampling.outputs import write_outputs
     from jukebox_tf.sampling.runs import load_weights
 
@@ -305,7 +308,8 @@ def _sample(args) -> dict:
         artist_id=artist_ids, genre_ids=level_genre_ids, lyrics=lyrics,
         total_seconds=args.total_seconds, prompt=prompt, prompt_seconds=args.prompt_seconds,
         codes=saved, temperatures=temperatures, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, jit_compile=args.xla, progress=not (args.quiet or args.stream),
+        seed=args.seed, jit_compile="auto" if args.xla is None else args.xla,
+        progress=not (args.quiet or args.stream),
         timings=windows, on_lowest=stream.add if stream else None)
     if stream:
         stream.finish()
@@ -321,6 +325,8 @@ def _sample(args) -> dict:
             " ".join(args.genre)), genre_ids)),
         "lyrics": lyrics or "", "temperatures (top first)": list(reversed(temperatures)),
         "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
+        "xla (levels)": [level for level in levels if priors[level] is not None and use_xla(
+            "auto" if args.xla is None else args.xla, priors[level])],
         "vqvae": plan.vqvae_run,
         **{f"level {level} prior": plan.runs[level].run_dir for level in levels
            if level in plan.runs and level in codes and priors[level] is not None},

@@ -79,7 +79,7 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
                  prompt_seconds: float | None = None, codes: dict | None = None,
                  temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
                  hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
-                 jit_compile: bool = False, progress: bool = True,
+                 jit_compile: bool | str = False, progress: bool = True,
                  timings: dict | None = None, on_lowest=None) -> dict[int, np.ndarray]:
     """Codes {level: int32 [n_samples, T_level]} for `mode` (see the module docstring).
 
@@ -89,7 +89,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
     artist_id and genre_ids: the same ids at every level, or {level: ids} where the levels'
     priors name their labels differently (runs.Hierarchy.level_label_ids). timings: a dict
-    that gets {level: [each window's wall seconds]} of the levels sampled. on_lowest(level,
+    that gets {level: [each window's wall seconds]} of the levels sampled. jit_compile: True,
+    False or "auto" (`use_xla`, per level). on_lowest(level,
     codes int32 [B, T] so far): the levels are sampled interleaved, window by window as the
     lowest sampled level needs them (streaming.interleave: the same codes), and this is
     called after each window of the lowest one.
@@ -152,7 +153,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
         settings = dict(
             labels=labels, lyrics=lyric_tokens, prime=primes.get(level), n_samples=n_samples,
             hop_fraction=hop_fractions[level], temperature=temperatures[level], top_k=top_k,
-            top_p=top_p, chunk_size=chunk_size, seed=seed, jit_compile=jit_compile,
+            top_p=top_p, chunk_size=chunk_size, seed=seed,
+            jit_compile=use_xla(jit_compile, prior),
             level=level, progress=progress,
             timings=None if timings is None else timings.setdefault(level, []))
         if on_lowest is None:
@@ -173,6 +175,25 @@ def _windows_of(prior, n_tokens, hops, given_upper, settings, upper_codes, upper
     return level_windows(prior, n_tokens, hops, upper_codes=(
         given_upper if upper_codes is None else upper_codes), upper_ready=upper_ready,
         **settings)
+
+
+# Beyond this many weights a prior's token step is mostly a few large matrix products, which
+# XLA runs no faster than TensorFlow's kernels on a CPU, while compiling its loop takes minutes
+# and GBs there (the released 1B models' 72 layers; benchmarks/README.md); below it the step
+# is many small operations that XLA fuses, several times faster.
+AUTO_XLA_MAX_CPU_PARAMS = 200_000_000
+
+
+def use_xla(jit_compile, prior) -> bool:
+    """jit_compile True / False, or "auto": on a GPU, and on a CPU for priors of at most
+    AUTO_XLA_MAX_CPU_PARAMS weights."""
+    if jit_compile != "auto":
+        return bool(jit_compile)
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    return prior_api.n_params(prior) <= AUTO_XLA_MAX_CPU_PARAMS
 
 
 def level_conditioning(prior, level: int, n_samples: int, total_samples: int, artist_id,

@@ -137,3 +137,14 @@ def forward_logits(prior, prev_tokens, cond):
 
     cache = prior.init_cache(prev_tokens.shape[0], cond)
     return prior.step(prev_tokens, tf.constant(0), cache, cond)[0]
+
+
+def n_params(prior) -> int:
+    """The prior's number of weights (its variables' elements)."""
+    total = 0
+    for variable in getattr(prior, "variables", ()):
+        size = 1
+        for dim in variable.shape:
+            size *= int(dim)
+        total += size
+    return total
