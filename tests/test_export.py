@@ -434,6 +434,24 @@ def test_cli_checks_its_arguments_before_loading_anything(tmp_path):
     assert "no-run: no such directory" in err
 
 
+def test_the_xla_twins_are_written_by_default_only_for_priors_a_cpu_compiles(
+        hierarchy, monkeypatch):
+    """Export's default follows `sample --xla` auto: the released 1B and 5B priors (over
+    AUTO_XLA_MAX_CPU_PARAMS weights) get no twins unless --xla asks for them."""
+    from jukebox_tf.export import export as export_lib
+    from jukebox_tf.sampling import prior_api
+
+    assert export_args("--out", "b").xla is None
+    assert export_args("--out", "b", "--xla").xla is True
+    assert export_args("--out", "b", "--no-xla").xla is False
+    assert export_lib.twins_by_default(hierarchy.priors)
+    largest = max(prior_api.n_params(p) for p in hierarchy.priors if p is not None)
+    monkeypatch.setattr(export_lib, "AUTO_XLA_MAX_CPU_PARAMS", largest - 1)
+    assert not export_lib.twins_by_default(hierarchy.priors)
+    assert export_lib.twins_by_default([None, hierarchy.priors[0]]) == (
+        prior_api.n_params(hierarchy.priors[0]) < largest)
+
+
 # -- the export ----------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -712,6 +730,21 @@ def test_serving_limits_parse_against_the_signatures(exported):
     for a, b in ((default.inputs, generate.inputs), (default.outputs, generate.outputs)):
         assert {k: (v.dtype, v.tensor_shape) for k, v in a.items()} == {
             k: (v.dtype, v.tensor_shape) for k, v in b.items()}
+
+
+@pytest.mark.slow
+def test_no_gradient_functions_are_saved(exported):
+    """The custom gradients' functions (one per call site of a LayerNorm or convolution)
+    stay out: a Python load rebuilt every one of them, 8 GB for the released 1B hierarchy."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(exported["path"], "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    [meta_graph] = saved.meta_graphs
+    names = [f.signature.name for f in meta_graph.graph_def.library.function]
+    assert any("__inference__generate" in name for name in names)
+    assert not [name for name in names if "grad_fn" in name]
 
 
 @pytest.mark.slow

@@ -31,10 +31,14 @@ def register(subparsers) -> None:
                    help="longest `sample` request, as audio seconds of top-level codes "
                         "(default 600)")
     p.add_argument("--no-warmup", action="store_true", help="write no warmup requests")
-    p.add_argument("--no-xla", action="store_true",
-                   help="leave out the XLA twins of the sampling signatures (sample_xla, "
-                        "upsample_xla, generate_xla: the fast path for a server with XLA "
-                        "enabled)")
+    xla = p.add_mutually_exclusive_group()
+    xla.add_argument("--xla", action="store_const", const=True, default=None,
+                     help="write the XLA twins of the sampling signatures (sample_xla, "
+                          "upsample_xla, generate_xla: the fast path for a server with XLA "
+                          "enabled). Default: when every prior has at most 200M weights (the "
+                          "released 1B and 5B priors sample faster uncompiled on a CPU)")
+    xla.add_argument("--no-xla", dest="xla", action="store_const", const=False,
+                     help="leave the XLA twins out")
     p.add_argument("--quiet", action="store_true", help="print only the result")
     p.set_defaults(func=run)
 
@@ -90,7 +94,7 @@ def export_runs(args, runs):
     result = export_models(runs.vqvae, runs.priors, args.out, args.version,
                            vocab=runs.vocab, level_vocabs=runs.level_vocabs, limits=limits,
                            model_name=args.model_name, warmup=not args.no_warmup,
-                           xla=not args.no_xla, log=log)
+                           xla=args.xla, log=log)
     log(f"signatures: {', '.join(result.signatures)} (serving_default = "
         f"{'generate' if 'generate' in result.signatures else 'metadata'})")
     log(f"{result.size_bytes / 2**20:.1f} MiB in {result.seconds:.0f} s")

@@ -33,6 +33,8 @@ from jukebox_tf.export.module import XLA_SUFFIX, ExportInfo, JukeboxModule
 from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.export.versions import write_version
 from jukebox_tf.export.warmup import WARMUP_FILE, example_inputs, write_warmup
+from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.modes import AUTO_XLA_MAX_CPU_PARAMS
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
 
 LIMITS_FILE = os.path.join("assets.extra", "serving_limits.json")
@@ -122,6 +124,13 @@ def _by_level(priors: Sequence, levels: int) -> list:
     return out
 
 
+def twins_by_default(priors: Sequence) -> bool:
+    """Whether an export carries the XLA twins when not told: when `sample --xla` would compile
+    each of the priors on a CPU (sampling.modes.AUTO_XLA_MAX_CPU_PARAMS). The released 1B and
+    5B priors compile for minutes and GBs there and then sample slower than uncompiled."""
+    return all(prior_api.n_params(p) <= AUTO_XLA_MAX_CPU_PARAMS for p in priors if p is not None)
+
+
 def _tree_size(path: str) -> int:
     return sum(storage.getsize(os.path.join(d, f)) for d, _, files in storage.walk(path)
                for f in files)
@@ -132,19 +141,26 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
                   level_vocabs: Mapping[int, LabelVocab] | None = None,
                   limits: ExportLimits = ExportLimits(), model_name: str = "jukebox",
                   hop_fractions: Sequence[float] = HOP_FRACTIONS, chunk_size: int = 32,
-                  warmup: bool = True, xla: bool = True, log=None) -> ExportResult:
+                  warmup: bool = True, xla: bool | None = None, log=None) -> ExportResult:
     """Writes out_base/<version>/ (see the module docstring) atomically; version None: one
     more than the largest existing. priors: the top prior and/or upsamplers, in any order
     (None entries ignored). vocab: the names the priors' label ids stand for, e.g.
     runs.Hierarchy.vocab; level_vocabs: {level: names} of the levels whose priors name other
     ids (runs.Hierarchy.level_vocabs). xla: also the sampling signatures' XLA twins
-    (module.XLA_SUFFIX); warmup requests are written for the plain signatures only (a server
-    without XLA would fail them, and TF Serving then refuses the version)."""
+    (module.XLA_SUFFIX); None: `twins_by_default`. Warmup requests are written for the plain
+    signatures only (a server without XLA would fail them, and TF Serving then refuses the
+    version)."""
     import tensorflow as tf
 
     log = log or (lambda message: None)
     started = time.perf_counter()
     by_level = _by_level(priors, vqvae.config.levels)
+    if xla is None:
+        xla = twins_by_default(by_level)
+        if not xla:
+            log("leaving out the XLA twins: a prior has more than "
+                f"{AUTO_XLA_MAX_CPU_PARAMS:,} weights, which a CPU samples faster uncompiled "
+                "(export --xla writes them, e.g. for a server on a GPU)")
     if not any(p is not None for p in by_level):
         log("no priors: exporting encode, decode and metadata only")
     info_kwargs = dict(vocab=vocab, level_vocabs=tuple(sorted((level_vocabs or {}).items())),
@@ -168,7 +184,13 @@ def export_models(vqvae, priors: Sequence, out_base: str, version: int | None = 
             module.asset_files = {name.split(".")[0]: tf.saved_model.Asset(
                 os.path.join(staging, name)) for name in files}
             log(f"tracing {', '.join(module.signature_names())} and saving version {chosen}")
-            tf.saved_model.save(module, tmp, signatures=module.signatures())
+            # No custom gradients: serving takes none, and each call site of one (the
+            # LayerNorms, the VQ-VAE's convolutions) saved a gradient function that the
+            # Python loader rebuilds as a graph (4,698 of them, 8 GB of RSS, for the 1B
+            # hierarchy). Stock TF Serving ignores them either way.
+            tf.saved_model.save(module, tmp, signatures=module.signatures(),
+                                options=tf.saved_model.SaveOptions(
+                                    experimental_custom_gradients=False))
         storage.makedirs(os.path.join(tmp, "assets.extra"))
         with storage.open(os.path.join(tmp, LIMITS_FILE), "w") as f:
             json.dump(serving_limits(meta, limits), f, indent=1, sort_keys=True)
