@@ -1,4 +1,5 @@
-"""One loaded SavedModel version: its signature defs, validation specs and callable signatures."""
+"""One loaded SavedModel version: its signature defs, validation specs and a session that runs
+its signatures as C++ TF Serving runs them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from jukebox_tf.training.checkpoints import restore_variables
+from serving.saved_model_session import OP_SIGNATURES, compiled_signatures, open_session
 from serving.validation import RequestError, SignatureSpec, invalid, merge_rules, parse_rules
 
 SERVE_TAG = "serve"  # the MetaGraph tag stock TF Serving loads
@@ -57,63 +58,55 @@ def short_tf_message(message: str) -> str:
     return re.sub(r"\s*\[Op:[^\]]*\]$", "", text) or message
 
 
-def load_saved_model(path: str):
-    """`tf.saved_model.load` in about the model's size: TF's own load reads every variable
-    before it assigns any (twice the model at the peak, 24 GB for the full-size hierarchy), so
-    the variables are restored one at a time instead."""
-    options = tf.saved_model.LoadOptions(experimental_skip_checkpoint=True)
-    loaded = tf.saved_model.load(path, tags=[SERVE_TAG], options=options)
-    restore_variables(loaded, os.path.join(path, tf.saved_model.VARIABLES_DIRECTORY,
-                                           tf.saved_model.VARIABLES_FILENAME),
-                      advice="Export this version again.")
-    return loaded
-
-
-def _compiles(function) -> bool:
-    """Whether a loaded signature calls a function compiled with XLA (jit_compile=True)."""
-    library = function.graph.as_graph_def().library
-    return any(f.attr["_XlaMustCompile"].b for f in library.function)
-
-
 class Servable:
-    """A SavedModel version ready to run; `run` is safe to call from many threads."""
+    """A SavedModel version ready to run in a session of its own, as C++ TF Serving runs it;
+    `run` is safe to call from many threads (so is Session.run)."""
 
     def __init__(self, path: str, version: int, extra_rules: dict | None = None,
                  xla: bool = True):
         self.path, self.version, self.xla = path, version, xla
         meta_graph = read_meta_graph(path)
-        # All signature defs, as stock GetModelMetadata reports them (init op included).
-        self.signature_defs = dict(meta_graph.signature_def)
-        self._loaded = load_saved_model(path)
-        self._functions = dict(self._loaded.signatures)
-        self.compiled = frozenset(name for name, fn in self._functions.items()
-                                  if _compiles(fn))
+        # All signature defs, as stock GetModelMetadata reports them (init op included);
+        # copies, so that the MetaGraphDef (the whole graph) is not kept alive by them.
+        self.signature_defs = {name: _copy(sig) for name, sig in meta_graph.signature_def.items()}
+        names = sorted(set(self.signature_defs) - set(OP_SIGNATURES))
+        self.compiled = compiled_signatures(meta_graph, names)
         rules = merge_rules(read_model_rules(path), self._known(extra_rules or {}))
-        unknown = sorted(set(rules) - set(self._functions))
+        unknown = sorted(set(rules) - set(names))
         if unknown:
             raise ValueError(f"{LIMITS_FILE}: rules name unknown signatures {unknown}")
         self.specs = {name: SignatureSpec.from_signature_def(name, self.signature_defs[name],
                                                              rules.get(name))
-                      for name in sorted(self._functions)}
+                      for name in names}
+        # Tensor names per signature, read once (indexing a proto map adds missing keys).
+        self._feeds = {name: {k: v.name for k, v in self.signature_defs[name].inputs.items()}
+                       for name in names}
+        self._fetches = {name: sorted((k, v.name) for k, v in
+                                      self.signature_defs[name].outputs.items())
+                         for name in names}
+        # Last: a version whose rules do not fit fails before its variables are read.
+        self._session = open_session(path, meta_graph)
 
     def _known(self, rules: dict) -> dict:
         """Operator rules limited to this version's signatures and inputs (versions differ)."""
         return {sig: {k: v for k, v in inputs.items() if k in self.signature_defs[sig].inputs}
-                for sig, inputs in rules.items() if sig in self._functions}
+                for sig, inputs in rules.items()
+                if sig in self.signature_defs and sig not in OP_SIGNATURES}
 
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs a validated request; TensorFlow errors come back as RequestError."""
-        spec = self.specs[signature]
+        spec, feed_names, fetches = (self.specs[signature], self._feeds[signature],
+                                     self._fetches[signature])
         if signature in self.compiled and not self.xla:
             # Stock TF Serving's answer to a jit_compile function when XLA is off.
             raise RequestError(grpc.StatusCode.INTERNAL, f"signature '{signature}': XLA "
                                f"compilation disabled (this server runs with --no-xla)")
         try:
-            feeds = {k: tf.convert_to_tensor(v, spec.inputs[k].dtype) for k, v in arrays.items()}
-            outputs = self._functions[signature](**feeds)
+            values = self._session.run([tensor for _, tensor in fetches],
+                                       {feed_names[k]: v for k, v in arrays.items()})
             # Scalars come back as numpy scalars or bytes: keep every output an ndarray.
-            return {k: np.asarray(v.numpy(), dtype=object if v.dtype == tf.string else None)
-                    for k, v in outputs.items()}
+            return {k: np.asarray(v, dtype=object if spec.outputs[k].dtype == tf.string
+                                  else None) for (k, _), v in zip(fetches, values)}
         except tf.errors.OpError as e:
             # e.g. inputs whose batch sizes disagree: the client's fault, said in TF's words.
             code = _CODES.get(e.error_code, grpc.StatusCode.INTERNAL)
@@ -121,3 +114,9 @@ class Servable:
                                ) from None
         except (TypeError, ValueError) as e:
             raise invalid(f"signature '{signature}': {e}") from None
+
+
+def _copy(message):
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy

@@ -31,7 +31,7 @@ from serving.options import Limits, ServerOptions
 from serving.server import ModelServer
 from serving.servable import Servable
 from serving.toy_model import CODEBOOK, save_toy_model, write_model_config
-from serving.validation import SignatureSpec, TensorSpec, invalid
+from serving.validation import RequestError, SignatureSpec, TensorSpec, invalid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -473,13 +473,46 @@ def test_new_versions_are_picked_up_and_old_ones_unloaded(versions, tmp_path):
         srv.stop()
 
 
-def test_servable_restores_each_variable_and_names_damaged_files(versions, tmp_path):
+def restored_values(servable):
+    """(scale, table) as the served graph holds them: `embed` of every code with gain 1 and
+    offset 0 is the table, `serving_default` of 1 the scale."""
+    codes = np.arange(CODEBOOK, dtype=np.int32)[None]
+    table = servable.run("embed", {"codes": codes, "gain": np.array([[1, 0]], np.float32)})
+    scale = servable.run("serving_default", {"x": np.ones([1, 1], np.float32)})
+    return scale["y"][0, 0], table["emb"][0]
+
+
+def restore_keys(servable):
+    """The checkpoint keys of the RestoreV2 ops the servable added to restore each variable."""
+    return [[k.decode() for k in tf.get_static_value(op.inputs[1])]
+            for op in servable._session.graph.get_operations()
+            if op.type == "RestoreV2" and op.name.startswith("restore_each_variable/")]
+
+
+@pytest.mark.parametrize("how", ["grouped", "one per run", "whole restore op"])
+def test_servable_restores_each_variable_and_names_damaged_files(versions, tmp_path,
+                                                                 monkeypatch, how):
     """Servable restores the variables one by one (about the model's size in memory, not
-    twice it): the values equal TF's own load; a damaged variables file is named."""
-    servable = Servable(str(versions / "v2"), 2)
-    np.testing.assert_allclose(servable.run("serving_default", {"x": X})["y"], X * 3)
-    expected = tf.saved_model.load(str(versions / "v2"))
-    np.testing.assert_array_equal(servable._loaded.table.numpy(), expected.table.numpy())
+    twice it): one RestoreV2 per variable, run in groups, with the values TF's own load
+    gives; where the restore op is laid out otherwise, the whole op runs, with the same
+    values. Either way a damaged variables file is named."""
+    import serving.saved_model_session as servable_module
+
+    if how == "one per run":
+        monkeypatch.setattr(servable_module, "RESTORE_GROUP_BYTES", 1)
+    if how == "whole restore op":
+        monkeypatch.setattr(servable_module, "variable_restores", lambda meta_graph: None)
+    path = str(versions / "v2")
+    servable = Servable(path, 2)
+    expected = tf.saved_model.load(path)
+    scale, table = restored_values(servable)
+    assert scale == expected.scale.numpy() == 3.0
+    np.testing.assert_array_equal(table, expected.table.numpy())
+    prefix = os.path.join(path, "variables", "variables")
+    keys = [k for k, _ in tf.train.list_variables(prefix) if "VARIABLE_VALUE" in k]
+    assert len(keys) == 2
+    per_variable = sorted(restore_keys(servable))
+    assert per_variable == ([] if how == "whole restore op" else [[k] for k in sorted(keys)])
 
     shutil.copytree(versions / "v1", tmp_path / "1")
     [data] = (tmp_path / "1" / "variables").glob("variables.data-*")
@@ -487,6 +520,85 @@ def test_servable_restores_each_variable_and_names_damaged_files(versions, tmp_p
     with pytest.raises(JukeboxError, match=r"cannot restore checkpoint .*1/variables/variables"
                                            r".*damaged or incomplete\. Export this version"):
         Servable(str(tmp_path / "1"), 1)
+
+
+def test_restore_mapping_reads_the_restore_function(versions):
+    """The restore op's function mapped back to the main graph: each variable's key, dtype
+    and VarHandleOp."""
+    from serving.saved_model_session import variable_restores
+    from serving.servable import read_meta_graph
+
+    meta_graph = read_meta_graph(str(versions / "v1"))
+    nodes = {n.name: n for n in meta_graph.graph_def.node}
+    restores = sorted(variable_restores(meta_graph))
+    assert [(r.key, r.slice, tf.as_dtype(r.dtype)) for r in restores] == [
+        ("scale/.ATTRIBUTES/VARIABLE_VALUE", "", tf.float32),
+        ("table/.ATTRIBUTES/VARIABLE_VALUE", "", tf.float32)]
+    handles = [nodes[r.handle.split(":")[0]] for r in restores]
+    assert [h.op for h in handles] == ["VarHandleOp"] * 2
+    assert [[d.size for d in h.attr["shape"].shape.dim] for h in handles] == [[], [CODEBOOK, 4]]
+
+
+class Ops(tf.Module):
+    """A table filled from an asset file by the init op, and a signature that reaches an XLA
+    function only through a tf.cond branch."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.words = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        self.offset = tf.Variable(1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def lookup(self, word):
+        return {"index": self.words.lookup(word)}
+
+    @tf.function(jit_compile=True)
+    def _square(self, x):
+        return x * x + self.offset
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def plain(self, x):
+        return {"y": x * x + self.offset}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def xla(self, x):
+        return {"y": tf.cond(tf.size(x) > 0, lambda: self._square(x), lambda: x)}
+
+
+@pytest.fixture(scope="module")
+def ops_version(tmp_path_factory):
+    """The Ops SavedModel, moved away from where it was exported, its source vocabulary gone:
+    the init op must be fed the asset's new path."""
+    tmp = tmp_path_factory.mktemp("ops")
+    (tmp / "vocab.txt").write_text("zero\none\ntwo\n")
+    module = Ops(str(tmp / "vocab.txt"))
+    tf.saved_model.save(module, str(tmp / "exported"), signatures={
+        "lookup": module.lookup, "plain": module.plain, "xla": module.xla})
+    (tmp / "vocab.txt").unlink()
+    os.rename(tmp / "exported", tmp / "1")
+    return str(tmp / "1")
+
+
+def test_servable_runs_the_init_op_with_its_assets(ops_version):
+    servable = Servable(ops_version, 1)
+    out = servable.run("lookup", {"word": np.array([b"two", b"zero", b"many"], object)})
+    np.testing.assert_array_equal(out["index"], [2, 0, -1])
+
+
+def test_servable_finds_the_signatures_that_need_xla(ops_version):
+    """`compiled` follows function references (here a tf.cond branch); with XLA off those
+    signatures fail as on stock TF Serving, the others run."""
+    x = np.array([1.0, 2.0], np.float32)
+    servable = Servable(ops_version, 1)
+    assert servable.compiled == {"xla"}
+    np.testing.assert_array_equal(servable.run("xla", {"x": x})["y"], [2.0, 5.0])
+    off = Servable(ops_version, 1, xla=False)
+    with pytest.raises(RequestError, match="XLA compilation disabled") as e:
+        off.run("xla", {"x": x})
+    assert e.value.code == grpc.StatusCode.INTERNAL
+    np.testing.assert_array_equal(off.run("plain", {"x": x})["y"], [2.0, 5.0])
 
 
 # --- the command ---------------------------------------------------------------------------

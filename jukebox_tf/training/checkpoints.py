@@ -7,6 +7,7 @@ afterwards; a killed save leaves only files that nothing points at.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -78,27 +79,34 @@ def restore_variables(checkpoint, path: str, advice: str | None = None):
     objects, paths = tf.__internal__.tracking.ObjectGraphView(
         checkpoint).breadth_first_traversal()
     wanted = {_variable_key(paths[obj]): obj for obj in objects if isinstance(obj, tf.Variable)}
-    try:
+    with reading_checkpoint(path, advice):
         reader = tf.train.load_checkpoint(path)
         shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
         # restore() reads the object graph first: a damaged file fails here as it fails there.
         reader.get_tensor(OBJECT_GRAPH)
-    except Exception as e:  # as in restore()
-        raise _damaged(path, e, advice) from None
     if any(key not in shapes or list(var.shape) != shapes[key] or var.dtype != dtypes[key]
            for key, var in wanted.items()):
         if not isinstance(checkpoint, tf.train.Checkpoint):
             checkpoint = tf.train.Checkpoint(root=checkpoint)
         restore(checkpoint, path, partial=True)
         return
-    try:
+    with reading_checkpoint(path, advice):
         for key, var in wanted.items():
             [value] = tf.raw_ops.RestoreV2(prefix=path, tensor_names=[key],
                                            shape_and_slices=[""], dtypes=[var.dtype])
             var.assign(value)
-    except Exception as e:
-        raise _damaged(path, e, advice) from None
     release_freed_memory()
+
+
+@contextlib.contextmanager
+def reading_checkpoint(path: str, advice: str | None = None):
+    """Raises what reading checkpoint `path` raises as JukeboxError naming its files: the reader
+    raises OpError, IndexError... on damaged files, whose own text names neither file nor cure.
+    `advice`: what the error tells the user to do (default: a run dir's remedies)."""
+    try:
+        yield
+    except Exception as e:  # as in restore()
+        raise _damaged(path, e, advice) from None
 
 
 def _variable_key(path) -> str:
