@@ -23,8 +23,8 @@ time until the model was available) and the checks of what it wrote: code length
 finite audio of the expected length, the continued and upsampled codes keeping what they were
 given, the alignment's characters. --depth cuts every prior's layers (1b_lyrics keeps at least
 16, its first lyric-reading layer is 15) and --small also the widths (the parity tests'
-sizes): the CI test runs it that way. The full size needs about 13 GB of memory in its largest
-step and 40 GB of disk while it runs.
+sizes): the CI test runs it that way. The full size needs about 20 GB of memory in its largest
+step (the export) and 40 GB of disk while it runs.
 """
 
 from __future__ import annotations
@@ -185,9 +185,12 @@ def serve_and_generate(runs: dict, seconds: float, work: str, steps: dict) -> di
                 "generate", "--server", target, "--model", "jukebox", "--lyrics", LYRICS,
                 "--seconds", seconds, "--seed", 5, "-o", clip, "--timeout", 3600), work, steps)
         finally:
-            with open(f"/proc/{server.pid}/status") as f:
-                steps["serve"]["peak_rss_mb"] = int(
-                    re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+            if server.poll() is None:
+                with open(f"/proc/{server.pid}/status") as f:
+                    steps["serve"]["peak_rss_mb"] = int(
+                        re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+            else:  # killed (the kernel's OOM killer says -9): what generate's error means
+                steps["serve"]["exit_code"] = server.returncode
     steps["serve"]["wall_s"] = time.perf_counter() - start
     return {"generate": check_audio(clip, round(seconds * RATE))}
 

@@ -8,38 +8,22 @@ benchmarks/released_hierarchy.py (a whole 1b_lyrics JukeboxModel written by the 
 through import-weights, sample in every mode, export, serve and generate) must pass its checks
 and report every step; its full-size run is on the CPU (benchmarks/README.md)."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
+from bench_runner import run_benchmark
 from torch_reference import torch_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "released_models.py")
-HIERARCHY = os.path.join(REPO, "benchmarks", "released_hierarchy.py")
 TOKENS = 16
-
-
-def run(cmd: list) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(open(cmd[cmd.index("--json") + 1]).read())
 
 
 @pytest.mark.slow
 def test_released_models_benchmark_agrees_with_the_reference(tmp_path):
-    out = tmp_path / "released.json"
     # One thread per framework: on a shared 2-core host, two OpenMP threads of the reference
     # stall for seconds whenever another process holds a core.
-    cmd = [sys.executable, SCRIPT, "--json", str(out), "--small", "--depth", "16", "--n-ctx",
-           "128", "--tokens", str(TOKENS), "--repeats", "1", "--threads", "1",
-           "--torch-python", torch_python(), "--work", str(tmp_path)]
-    result = run(cmd)
+    result, _ = run_benchmark(
+        "released_models.py", tmp_path / "released.json", "--small", "--depth", 16, "--n-ctx",
+        128, "--tokens", TOKENS, "--repeats", 1, "--threads", 1, "--torch-python",
+        torch_python(), "--work", tmp_path)
 
     assert set(result["layouts"]) == {"1b_lyrics", "upsampler_0"}
     assert result["meets_targets"] and all(result["meets_targets"].values())
@@ -65,10 +49,9 @@ def test_released_models_benchmark_agrees_with_the_reference(tmp_path):
 
 @pytest.mark.slow
 def test_released_hierarchy_runs_every_command(tmp_path):
-    out = tmp_path / "hierarchy.json"
-    result = run([sys.executable, HIERARCHY, "--json", str(out), "--small", "--depth", "16",
-                  "--seconds", "0.05", "--torch-python", torch_python(), "--work",
-                  str(tmp_path)])
+    result, _ = run_benchmark(
+        "released_hierarchy.py", tmp_path / "hierarchy.json", "--small", "--depth", 16,
+        "--seconds", 0.05, "--torch-python", torch_python(), "--work", tmp_path)
     assert result["ok"], result.get("error")
     steps = result["steps"]
     assert list(steps) == [
