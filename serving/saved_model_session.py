@@ -117,7 +117,7 @@ def restore_each_variable(session: tf.compat.v1.Session, meta_graph, prefix: str
         for group in _groups(restores, shapes):
             # Each group is read once the one before is assigned, all in one session.run: a
             # run per group built an executor per group, each pruning and optimizing the
-            # whole graph (minutes and GBs for the full-size hierarchy).
+            # whole graph (the full-size hierarchy was still restoring after 3 minutes).
             with tf.control_dependencies(assigned):
                 assigned = [_assign(session.graph, prefix_tensor, r) for r in group]
     with reading_checkpoint(prefix, DAMAGED_ADVICE):

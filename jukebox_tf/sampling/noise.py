@@ -64,15 +64,14 @@ def uniform(key, position, shape) -> tf.Tensor:
     """
     key = tf.convert_to_tensor(key, tf.int64)
     shape = tf.convert_to_tensor(shape, tf.int32)
+    s1, s2 = _stream(key, position)
     if key.shape.rank == 2:
-        s1, s2 = _stream(key, position)
         row = shape[1:]
         counter = tf.reshape(_counter(tf.reduce_prod(row)), row)
         rank = counter.shape.rank if counter.shape.rank is not None else 1
         s1 = tf.reshape(s1, [-1] + [1] * rank)
         s2 = tf.reshape(s2, [-1] + [1] * rank)
     else:
-        s1, s2 = _stream(key, position)
         counter = tf.reshape(_counter(tf.reduce_prod(shape)), shape)
     bits = _bits(s1, s2, counter)
     # 23 random bits as an odd multiple of 2^-24: exact in float32, never 0 or 1.

@@ -141,10 +141,4 @@ def forward_logits(prior, prev_tokens, cond):
 
 def n_params(prior) -> int:
     """The prior's number of weights (its variables' elements)."""
-    total = 0
-    for variable in getattr(prior, "variables", ()):
-        size = 1
-        for dim in variable.shape:
-            size *= int(dim)
-        total += size
-    return total
+    return sum(variable.shape.num_elements() for variable in getattr(prior, "variables", ()))

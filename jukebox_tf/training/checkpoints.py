@@ -67,30 +67,26 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False):
         raise _damaged(path, e) from None
 
 
-def restore_variables(checkpoint, path: str, advice: str | None = None):
-    """Restores the variables `checkpoint` (a tf.train.Checkpoint, or the root object a
-    checkpoint was saved from) tracks from `path` one at a time, for evaluation.
+def restore_variables(checkpoint: tf.train.Checkpoint, path: str):
+    """Restores the variables `checkpoint` tracks from `path` one at a time, for evaluation.
 
     `restore` reads every tensor before it assigns any, so a model takes twice its size at the
     peak (and glibc keeps the freed half); this holds one tensor beyond the model and hands the
     freed heap back. Where a variable is missing from the file or its shape or dtype differs,
-    `restore` runs instead, for its errors. Slot variables (optimizer state) are not read.
-    `advice`: what a damaged file's error tells the user to do (default: a run dir's remedies)."""
+    `restore` runs instead, for its errors. Slot variables (optimizer state) are not read."""
     objects, paths = tf.__internal__.tracking.ObjectGraphView(
         checkpoint).breadth_first_traversal()
     wanted = {_variable_key(paths[obj]): obj for obj in objects if isinstance(obj, tf.Variable)}
-    with reading_checkpoint(path, advice):
+    with reading_checkpoint(path):
         reader = tf.train.load_checkpoint(path)
         shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
         # restore() reads the object graph first: a damaged file fails here as it fails there.
         reader.get_tensor(OBJECT_GRAPH)
     if any(key not in shapes or list(var.shape) != shapes[key] or var.dtype != dtypes[key]
            for key, var in wanted.items()):
-        if not isinstance(checkpoint, tf.train.Checkpoint):
-            checkpoint = tf.train.Checkpoint(root=checkpoint)
         restore(checkpoint, path, partial=True)
         return
-    with reading_checkpoint(path, advice):
+    with reading_checkpoint(path):
         for key, var in wanted.items():
             [value] = tf.raw_ops.RestoreV2(prefix=path, tensor_names=[key],
                                            shape_and_slices=[""], dtypes=[var.dtype])
