@@ -18,9 +18,12 @@ COMPILED := $(VENV)/.bytecode-compiled
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 # Two test processes, a whole file each (module fixtures are built once): much of the suite
-# waits on process starts, imports and tracing, so two overlap well even on 2 cores.
+# waits on process starts, imports and tracing, so two overlap well even on 2 cores. Files
+# go in collection order, not largest first: the benchmarks' tests (one or two tests a file,
+# each starting servers and commands of several GB) then run while the workers are fresh,
+# not at the end beside two workers grown to 6-13 GB, which ran a 24 GB host out of memory.
 TEST_WORKERS ?= 2
-XDIST := -n $(TEST_WORKERS) --dist loadfile
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Python 3.10 is required (TFX 1.16 has no release for newer Pythons); pyenv's copy is found
 # even when the pyenv shim has no global version selected.

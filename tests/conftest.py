@@ -1,4 +1,7 @@
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import wave
 
@@ -24,15 +27,42 @@ def write_wav_header_only(path, rate, frames=100, channels=1):
         w.writeframes(b"\x00\x01" * frames * channels)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_cli(*args, check=False, timeout=600, **kw):
     """Runs `python -m jukebox_tf ARGS` in a subprocess; returns CompletedProcess."""
-    import subprocess
-
     proc = subprocess.run([sys.executable, "-m", "jukebox_tf", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextlib.contextmanager
+def server_process(config, model: str, timeout: float = 300.0):
+    """`python -m serving --model-config CONFIG` at a free port, from when MODEL is available
+    until the block ends (then SIGTERM): yields the gRPC target."""
+    import portpicker
+
+    from serving import client
+
+    port = portpicker.pick_unused_port()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--model-config", str(config),
+                             "--port", str(port), "--rest-port", "0", "--log-level", "WARNING"],
+                            env=env, stdin=subprocess.DEVNULL)
+    try:
+        target = f"127.0.0.1:{port}"
+        client.wait_until_available(target, model, timeout=timeout)
+        yield target
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

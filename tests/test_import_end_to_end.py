@@ -4,20 +4,16 @@ original's vocabularies, `export`, `serve` and `generate` over gRPC. So does a w
 JukeboxModel saved by Hugging Face (its top prior reads the lyrics as a prefix and names v3
 labels, its upsamplers v2)."""
 
-import contextlib
-import io
 import json
 import os
 
 import numpy as np
-import portpicker
 import pytest
 import soundfile as sf
 
+from conftest import server_process
 from jukebox_tf.released.importer import import_weights
 from test_cli_sample import load_npz, sample
-from test_export import export_args
-from test_serving_jukebox import generate_args
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "released")
 FILES = ["vqvae", "prior_level_0", "prior_level_1", "5b_lyrics_prior_level_2"]
@@ -100,31 +96,20 @@ def test_the_1b_lyrics_hierarchy_samples_with_the_original_names(runs_1b):
 
 
 @pytest.mark.parametrize("which", ["5b_lyrics", "1b_lyrics"])
-def test_export_serve_and_generate(request, which):
-    from jukebox_tf.cli import export as export_cmd
-    from serving.options import Limits, ServerOptions
-    from serving.server import ModelServer
+def test_export_serve_and_generate(request, which, cli):
+    # Each command in a process of its own, as a user runs them: the export and the server
+    # build large graphs that would otherwise stay in this test worker for the rest of the run.
     from serving.toy_model import write_model_config
 
     out, r = request.getfixturevalue("runs" if which == "5b_lyrics" else "runs_1b")
     base = out / "models" / "jukebox"
-    args = export_args("--prior", r["top"], "--upsamplers", r["up0"], r["up1"], "--out", base,
-                       "--max-seconds", 2, "--no-warmup")
-    with contextlib.redirect_stderr(io.StringIO()):
-        export_cmd.check_args(args)
-        export_cmd.export_runs(args, export_cmd.load_runs(args))
+    cli("export", "--prior", r["top"], "--upsamplers", r["up0"], r["up1"], "--out", base,
+        "--max-seconds", 2, "--no-warmup", "--quiet", check=True)
     config = write_model_config(str(out / "models.config"), "jukebox", str(base))
-    server = ModelServer(config, ServerOptions(
-        port=portpicker.pick_unused_port(), rest_port=portpicker.pick_unused_port(),
-        poll_seconds=0.2, limits=Limits(max_batch_size=2))).start()
-    try:
-        clip = out / "served.wav"
-        args = generate_args("--server", server.target, "--model", "jukebox", "--artist",
-                             "June & the Moths", "--genre", "hip hop", "--lyrics", "la la",
-                             "--seconds", 0.2, "--seed", 3, "-o", clip)
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            assert args.func(args) == 0
-    finally:
-        server.stop()
+    clip = out / "served.wav"
+    with server_process(config, "jukebox") as target:
+        cli("generate", "--server", target, "--model", "jukebox", "--artist",
+            "June & the Moths", "--genre", "hip hop", "--lyrics", "la la", "--seconds", 0.2,
+            "--seed", 3, "-o", clip, "--quiet", check=True)
     audio, rate = sf.read(str(clip))
     assert rate == RATE and len(audio) == round(0.2 * RATE) and np.isfinite(audio).all()
