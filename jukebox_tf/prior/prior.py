@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from jukebox_tf.prior.config import CROSS, PRIME, PriorConfig
-from jukebox_tf.prior.factorized_attention import build_once, in_xla_context, linear
+from jukebox_tf.prior.factorized_attention import build_once, dims, in_xla_context, linear
 from jukebox_tf.prior.labels import LabelConditioner
 from jukebox_tf.prior.transformer import Transformer
 from jukebox_tf.prior.upsampler_conditioner import UpsamplerConditioner
@@ -139,7 +139,12 @@ class TokenEmbedding(keras.layers.Layer):
         token table already transposed (`output_kernel`: column blocks [width, <= 256]), if
         at hand."""
         if kernel is None:
-            return tf.matmul(h, tf.cast(self.token_emb, h.dtype), transpose_b=True)
+            # One 2-D product over all rows, as Linear: broadcast over the batch, the table's
+            # gradient would be a product per batch row and then their sum.
+            shape = dims(h)
+            logits = tf.matmul(tf.reshape(h, [-1, shape[-1]]), tf.cast(self.token_emb, h.dtype),
+                               transpose_b=True)
+            return tf.reshape(logits, shape[:-1] + [self.bins])
         return tf.concat([tf.matmul(h, tf.cast(k, h.dtype)) for k in kernel], axis=-1)
 
     def output_kernel(self, block: int = 256) -> tuple:
