@@ -28,6 +28,10 @@ For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
     excess over the timed run of the same length). The plain signatures (what stock TF
     Serving runs unless started with XLA enabled) are timed at the shortest N:
     `served_plain_realtime_factor_B`, `served_plain_generate_realtime_factor_B`.
+    Then `jukebox-tf generate` itself, a process of its own (one sample, the longest N), without
+    and with `--stream` (the levels below the top window by window through `upsample_part_xla`,
+    the audio decoded as it comes): `served_cli_wall_s`, `served_stream_wall_s`, and the time
+    from that command's start to the first second of audio on disk, `served_first_sound_s`.
 
 Real-time factors are audio seconds per wall second, per sample count at the longest N:
 `cli_realtime_factor_B` = N / (sampling + decode - first_call_s), the same with the whole wall
@@ -78,20 +82,26 @@ def parse_args(argv=None):
 
 # -- (a) the CLI -----------------------------------------------------------------------------
 
+def command(*argv: str):
+    """`jukebox-tf ARGV...` as a process of its own: (the finished process, its wall time)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "jukebox_tf", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"jukebox-tf {argv[0]} failed:\n{proc.stderr[-3000:]}")
+    return proc, wall
+
+
 def cli_run(runs: dict, seconds: float, samples: int, out: str, *flags: str) -> dict:
     """One `jukebox-tf sample` process: its wall time and its own timing record."""
     from jukebox_tf.sampling.outputs import load_codes_npz
 
-    argv = [sys.executable, "-m", "jukebox_tf", "sample", "--prior", runs["prior_l2"],
-            "--upsamplers", runs["prior_l1"], runs["prior_l0"], "--lyrics", LYRICS,
-            "--seconds", str(seconds), "--samples", str(samples), "-o", out, "--quiet", *flags]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"jukebox-tf sample failed:\n{proc.stderr[-3000:]}")
+    proc, wall = command("sample", "--prior", runs["prior_l2"], "--upsamplers",
+                         runs["prior_l1"], runs["prior_l0"], "--lyrics", LYRICS, "--seconds",
+                         str(seconds), "--samples", str(samples), "-o", out, "--quiet", *flags)
     timing = load_codes_npz(os.path.join(out, "codes.npz"))[1]["settings"]["timing (s)"]
     windows = {int(level): ts for level, ts in timing["windows"].items()}
     sampled = sum(sum(ts) for ts in windows.values())
@@ -174,6 +184,17 @@ def served_generate(target: str, seconds: float, samples: int,
     return time.perf_counter() - start
 
 
+def generate_command(target: str, seconds: float, out: str, *flags: str) -> dict:
+    """One `jukebox-tf generate` process against the server: its wall time and, with
+    --stream, the seconds from its start to its first second of audio (as it reports it)."""
+    import re
+
+    proc, wall = command("generate", "--server", target, "--model", MODEL, "--lyrics", LYRICS,
+                         "--seconds", str(seconds), "-o", out, *flags)
+    found = re.search(r"the first second of level-\d+ audio after ([0-9.]+) s", proc.stderr)
+    return {"wall_s": wall, "first_second_s": float(found.group(1)) if found else None}
+
+
 # -- main --------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -233,13 +254,22 @@ def main(argv=None) -> int:
                 print(f"served {seconds:g} s x {samples}: chain {r['total_s']:.1f} s ("
                       + ", ".join(f"{k} {v:.1f}" for k, v in r["steps_s"].items())
                       + f"), generate {generate[samples][seconds]:.1f} s", flush=True)
+        commands = {name: generate_command(target, lengths[-1], os.path.join(
+            root, f"generate_{name}.wav"), *flags)
+            for name, flags in (("whole", ()), ("stream", ("--stream",)))}
+        print(f"jukebox-tf generate {lengths[-1]:g} s: {commands['whole']['wall_s']:.1f} s; "
+              f"--stream: {commands['stream']['wall_s']:.1f} s, the first second of audio "
+              f"after {commands['stream']['first_second_s']:.1f} s", flush=True)
 
     longest = lengths[-1]
     result = {"preset": args.preset, "sample_rate": RATE, "lengths_s": list(lengths),
               "cli": cli, "served": served, "served_generate_s": generate,
               "served_first_chain": first, "server_start_s": server_start,
               "served_plain": plain, "cli_stream": streamed,
-              "first_sound_s": streamed["first_second_s"]}
+              "first_sound_s": streamed["first_second_s"],
+              "served_cli_wall_s": commands["whole"]["wall_s"],
+              "served_stream_wall_s": commands["stream"]["wall_s"],
+              "served_first_sound_s": commands["stream"]["first_second_s"]}
     first_call = {b: first_call_excess(cli[b]) for b in batches}
     result["first_call_s"] = first_call[1]
     result["first_call_cold_s"] = first_call_excess(cli[1], cold=True)
@@ -272,7 +302,10 @@ def main(argv=None) -> int:
                 "served_generate_realtime_factor", "served_plain_realtime_factor",
                 "served_plain_generate_realtime_factor"):
         print(f"{key:<28} {result[f'{key}_1']:>9.2f} {result[f'{key}_4']:>10.2f}")
-    print(f"first second of audio (--stream) after {result['first_sound_s']:.1f} s")
+    print(f"first second of audio (--stream) after {result['first_sound_s']:.1f} s (sample), "
+          f"{result['served_first_sound_s']:.1f} s (generate, served; the whole clip "
+          f"{result['served_stream_wall_s']:.1f} s, {result['served_cli_wall_s']:.1f} s "
+          f"without --stream)")
     print(f"startup {result['startup_s']:.1f} s, cli first call {result['first_call_s']:.1f} s "
           f"({result['first_call_cold_s']:.1f} s compiling),"
           f" served first call {result['served_first_call_s']:.1f} s, server start "

@@ -18,7 +18,8 @@ def test_generate_benchmark_measures_both_paths(tmp_path):
     for key in ("cli_realtime_factor_1", "cli_realtime_factor_4", "served_realtime_factor_1",
                 "served_realtime_factor_4", "served_plain_realtime_factor_1",
                 "served_plain_generate_realtime_factor_4", "startup_s", "first_call_s",
-                "first_call_cold_s", "first_sound_s"):
+                "first_call_cold_s", "first_sound_s", "served_first_sound_s",
+                "served_stream_wall_s", "served_cli_wall_s"):
         assert result[key] > 0 or key == "first_call_s" and result[key] >= 0, key
     assert set(result["meets_targets"]) == {
         f"{path}_realtime_factor_{b}" for path in ("cli", "served") for b in (1, 4)}

@@ -25,8 +25,10 @@ import pytest
 from test_prior_task import write_codes
 
 RATE = 22050
-SIGNATURES = ["encode", "decode", "sample", "upsample", "generate", "metadata"]
-COMPILED = ["sample_xla", "upsample_xla", "generate_xla"]  # the XLA twins, listed last
+SIGNATURES = ["encode", "decode", "sample", "upsample", "upsample_part", "generate",
+              "metadata"]
+# The XLA twins, listed last.
+COMPILED = ["sample_xla", "upsample_xla", "upsample_part_xla", "generate_xla"]
 
 # Runs in the fresh process: argv = model dir, calls pickle, results pickle.
 CLIENT = r'''
@@ -473,8 +475,12 @@ def test_export_writes_the_next_version_with_assets(exported, client):
     assert sorted(meta["signatures"]) == sorted(SIGNATURES + COMPILED)
     with open(os.path.join(path, "assets", "genres.txt")) as f:
         assert f.read().split("\n") == ["unknown", "rock", "pop", ""]
-    assert ("signatures: encode, decode, sample, upsample, generate, metadata, sample_xla, "
-            "upsample_xla, generate_xla" in exported["log"])
+    assert "signatures: " + ", ".join(SIGNATURES + COMPILED) in exported["log"]
+    from jukebox_tf.sampling.streaming import receptive_field
+
+    vqvae = exported["hierarchy"].vqvae  # what a streaming client decodes with
+    assert meta["decoder_receptive_field"] == [
+        receptive_field(vqvae.decoders[level], vqvae.config.emb_width) for level in range(3)]
     print(f"\nexport: {exported['seconds']:.0f} s (with loading the runs), "
           f"{folder_bytes(path) / 2**20:.1f} MiB")
 

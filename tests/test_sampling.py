@@ -478,6 +478,55 @@ def test_primed_continues_the_prompt_codes_at_every_level(hierarchy):
         np.testing.assert_array_equal(codes[level][:, :expected.shape[1]], expected)
 
 
+def test_a_level_made_part_by_part_is_the_level_made_whole(hierarchy):
+    """sample_level_graph with stop_tokens, each part primed with the last: the windows of the
+    whole level, the same tokens, parts ending at window ends. Below it, a level given only
+    the codes above made so far stops before a window whose span above is missing, and
+    LevelWindows says how many it needs: the served chain, window by window."""
+    from jukebox_tf.export.graph_sampling import (GraphSettings, LevelWindows,
+                                                  sample_level_graph)
+
+    vqvae, priors = hierarchy
+    hops = vqvae.config.hop_lengths
+    rng = np.random.default_rng(3)
+    top = rng.integers(0, vqvae.config.l_bins, (2, 16)).astype(np.int32)
+    labels = tf.constant(np.stack([make_labels(22050, 0, 0, a, [1], 1) for a in (1, 2)]))
+    settings = GraphSettings(tf.constant([0.9, 1.0]), tf.zeros([2], tf.int32), tf.zeros([2]),
+                             tf.constant([7, 8], tf.int64))
+    totals = {1: 16 * hops[2] // hops[1], 0: 16 * hops[2] // hops[0]}
+
+    def run(level, upper, prime, stop=None):
+        return sample_level_graph(priors[level], level, totals[level], hops, labels, settings,
+                                  hop_fraction=0.5, upper_codes=upper, prime=prime,
+                                  stop_tokens=stop).numpy()
+
+    empty = np.zeros([2, 0], np.int32)
+    whole = {1: run(1, top, empty)}
+    whole[0] = run(0, whole[1], empty)
+    assert whole[1].shape == (2, totals[1]) and whole[0].shape == (2, totals[0])
+    part, ends = empty, []
+    while part.shape[1] < totals[1]:
+        part = run(1, top, part, part.shape[1] + 1)
+        ends.append(part.shape[1])
+    # Windows of 32 every 16 tokens: the first part is a whole window, then a hop each.
+    assert ends == [32 + 16 * i for i in range((totals[1] - 32) // 16)] + [totals[1]]
+    np.testing.assert_array_equal(part, whole[1])
+
+    windows = LevelWindows.of(priors[0], 0, totals[0], hops, 0.5, upsampler=True)
+    part, have, stalls = empty, 0, 0
+    while part.shape[1] < totals[0]:
+        more = run(0, whole[1][:, :have], part, part.shape[1] + 1)
+        if more.shape[1] == part.shape[1]:  # waits for the level above
+            need = int(windows.upper_end(windows.after(part.shape[1])))
+            assert have < need <= totals[1]
+            have, stalls = need, stalls + 1
+        else:
+            part = more
+    np.testing.assert_array_equal(part, whole[0])
+    assert stalls == int(windows.count)  # given just enough, each window asked for more first
+    assert int(windows.after(totals[0])) == int(windows.count)
+
+
 def test_mode_errors(hierarchy, tmp_path):
     vqvae, priors = hierarchy
     with pytest.raises(JukeboxError, match="unknown sampling mode"):

@@ -323,6 +323,109 @@ def test_generate_command_writes_wav_and_png(server, channel, tmp_path):
     assert (tmp_path / "primed.png").exists()
 
 
+def upsample_part_inputs(codes, level, total, prime, min_tokens, **overrides):
+    n = len(codes)
+    return {"codes": codes, "level": row(level, np.int32, n),
+            "total_tokens": row(total, np.int32, n), "prime": prime,
+            "min_tokens": np.broadcast_to(np.asarray(min_tokens, np.int32), [n]).copy(),
+            "artist": strings(*["ann"] * n), "genres": strings(*["rock"] * n),
+            "total_seconds": row(0.0, np.float32, n), "offset_seconds": row(0.0, np.float32, n),
+            "temperature": row(0.9, np.float32, n), "top_k": row(0, np.int32, n),
+            "top_p": row(0.0, np.float32, n), "seed": np.arange(5, 5 + n, dtype=np.int64),
+            **overrides}
+
+
+@pytest.mark.slow
+def test_upsample_part_makes_upsample_window_by_window(channel):
+    """upsample_part from where the prime ends to the window reaching min_tokens, waiting for
+    codes of the level above it has not got (upper_needed says how many): joined, the parts
+    are what one upsample call draws, rows with different min_tokens in one request each get
+    what they get alone, and bad totals are refused with a message naming the input."""
+    top = np.random.default_rng(6).integers(0, 64, (2, 20)).astype(np.int32)
+    whole = {}
+    for level, upper in ((1, top), (0, None)):
+        upper = whole[1] if upper is None else upper
+        whole[level] = client.predict(channel, "jukebox", {
+            k: v for k, v in upsample_part_inputs(upper, level, 0, None, 0).items()
+            if k not in ("total_tokens", "prime", "min_tokens")}, signature="upsample")["codes"]
+    assert whole[1].shape == (2, 80) and whole[0].shape == (2, 320)
+
+    def part(level, upper, prime, min_tokens, signature="upsample_part"):
+        return client.predict(channel, "jukebox", upsample_part_inputs(
+            upper, level, whole[level].shape[1], prime, min_tokens), signature=signature)
+
+    empty = np.zeros([2, 0], np.int32)
+    first = part(1, top, empty, 1)
+    n = first["codes"].shape[1]
+    assert n == 64 and (first["upper_needed"] == 20).all()  # windows of 64 at level 1
+    np.testing.assert_array_equal(first["codes"], whole[1][:, :n])
+    rest = part(1, top, first["codes"], 80)
+    np.testing.assert_array_equal(rest["codes"], whole[1])
+    assert (rest["upper_needed"] == 0).all()  # complete
+    # Level 0 with no codes above yet: nothing made, and what its first window needs.
+    waiting = part(0, empty, empty, 1)
+    assert waiting["codes"].shape == (2, 0) and (waiting["upper_needed"] > 0).all()
+    need = int(waiting["upper_needed"][0])
+    made = empty
+    while made.shape[1] < 320:
+        out = part(0, whole[1][:, :need], made, made.shape[1] + 1, "upsample_part_xla")
+        assert out["codes"].shape[1] > made.shape[1]
+        made, need = out["codes"], max(need, int(out["upper_needed"][0]))
+    np.testing.assert_array_equal(made, whole[0])
+    # Two rows, two min_tokens: each row as alone, the shorter padded with -1.
+    both = client.predict(channel, "jukebox", upsample_part_inputs(
+        top, 1, 80, empty, [1, 80]), signature="upsample_part")["codes"]
+    alone = client.predict(channel, "jukebox", upsample_part_inputs(
+        top[1:], 1, 80, empty[1:], 80, seed=np.array([6], np.int64)),
+        signature="upsample_part")["codes"]
+    np.testing.assert_array_equal(both[1:], alone)
+    np.testing.assert_array_equal(both[:1, :n], first["codes"][:1])
+    assert (both[0, n:] == -1).all()
+    for total, words in ((81, "multiple of"), (72, "longer than total_tokens")):
+        with pytest.raises(client.ServingError, match=f"INVALID_ARGUMENT.*{words}"):
+            client.predict(channel, "jukebox", upsample_part_inputs(top, 1, total, empty, 1),
+                           signature="upsample_part")
+
+
+@pytest.mark.slow
+def test_generate_stream_writes_the_same_clip_as_it_comes(server, tmp_path):
+    """generate --stream: the levels below the top window by window, the audio appended to
+    OUT.partial.wav as it comes and renamed OUT.wav: the codes of generate without it, the
+    audio within 16-bit rounding, and the time to the first second reported."""
+    import soundfile
+
+    from jukebox_tf.cli.generate import Progress, generate_clip, write_outputs
+
+    clips, results = {}, {}
+    for name, flags in (("whole", ()), ("stream", ("--stream",))):
+        clips[name] = tmp_path / f"{name}.wav"
+        args = generate_args("--server", server.target, "--seconds", 1.05, "--seed", 4,
+                             "--artist", "ann", "-o", clips[name], *flags)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):  # as `run`, keeping the codes
+            results[name] = generate_clip(server.target, args, Progress(True, err))
+            write_outputs(str(clips[name]), results[name], not results[name].get("streamed"))
+    assert "upsample level 0 from 0/" in err.getvalue()
+    assert "the first second of level-0 audio after" in err.getvalue()
+    assert not os.path.exists(tmp_path / "stream.partial.wav")
+    for level in (2, 1, 0):
+        np.testing.assert_array_equal(results["stream"]["codes"][level],
+                                      results["whole"]["codes"][level])
+    np.testing.assert_allclose(results["stream"]["audio"], results["whole"]["audio"],
+                               rtol=1e-4, atol=1e-5)
+    streamed, rate = soundfile.read(str(clips["stream"]), dtype="int16")
+    whole, _ = soundfile.read(str(clips["whole"]), dtype="int16")
+    assert rate == RATE and len(streamed) == len(whole) == round(1.05 * RATE)
+    assert np.abs(streamed.astype(int) - whole).max() <= 1
+    assert (tmp_path / "stream.png").exists()
+    from jukebox_tf.cli.generate import check_streamable
+    from jukebox_tf.errors import JukeboxError
+
+    with pytest.raises(JukeboxError, match="--stream needs a model exported with the "
+                                           "upsample_part signature .*'old' has decode, sample"):
+        check_streamable({"signatures": ["sample", "decode"]}, "old")
+
+
 @pytest.mark.slow
 def test_generate_falls_back_to_the_plain_signatures_when_the_server_has_xla_off(
         server, channel, exported, tmp_path):

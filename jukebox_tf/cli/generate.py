@@ -6,6 +6,11 @@ imported when the command runs, so the parser loads neither gRPC nor TensorFlow)
 about the model (sample rate, hops, which levels are sampled) comes from its `metadata`
 signature. Steps, each a Predict call: [encode the prompt] -> sample the top level -> upsample
 each level below -> decode the lowest level; then OUT.wav and OUT.png (its spectrogram).
+
+With --stream the levels below the top come window by window (the `upsample_part`
+signature: each level asks the one above only for the windows it reads), and the lowest
+level's audio is decoded as its codes become final and appended to OUT.partial.wav, renamed
+OUT.wav when complete: the same codes and audio, the first second long before the last.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def register(subparsers) -> None:
                    help="use the plain sampling signatures even where the model has XLA "
                         "twins (by default the *_xla ones, falling back to the plain ones "
                         "when the server has XLA off)")
+    p.add_argument("--stream", action="store_true",
+                   help="write the audio as it comes, to OUT.partial.wav (renamed OUT.wav "
+                        "when complete); the same clip")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -155,6 +163,7 @@ def read_metadata(channel, model, version=None, timeout=None) -> dict:
 
 
 XLA_TWINS = {"sample_xla", "upsample_xla"}  # export/module.py's XLA_SUFFIX twins
+PAD_CODE = -1  # export/module.py's: codes past a row's length in a batch of several lengths
 
 
 class SamplingCalls:
@@ -202,6 +211,9 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
         from jukebox_tf.errors import JukeboxError
         raise JukeboxError(f"model {model!r} has no top prior to sample with")
     top = levels[-1]
+    stream = getattr(args, "stream", False) and len(levels) > 1
+    if stream:
+        check_streamable(meta, model)
     n_tokens = max(1, math.ceil(args.seconds * rate / hops[top]))
     strings = lambda s: np.array([s.encode()], dtype=object)  # noqa: E731
     row = lambda value, dtype: np.array([value], dtype)  # noqa: E731 - one per sample
@@ -230,6 +242,15 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
         f"sample level {top} ({n_tokens} tokens)", "sample",
         {**cond, "lyrics": strings(args.lyrics), "n_tokens": row(n_tokens, np.int32), **settings,
          "prime": prime})["codes"]}
+    length = int(round(args.seconds * rate))
+    if stream:
+        out = open_stream(server, args, meta, levels[0], length)
+        codes.update(upsample_by_windows(sampling, levels, codes[top], n_tokens * hops[top],
+                                         {**cond, **settings}, hops, out.add))
+        out.finish()
+        audio = np.concatenate(out.audio[0])
+        return {"audio": audio[:, 0] if audio.shape[1] == 1 else audio, "sample_rate": rate,
+                "codes": codes, "level": levels[0], "streamed": True}
     above = top
     for level in reversed(levels[:-1]):
         codes[level] = sampling.call(
@@ -239,18 +260,95 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
     audio = progress.step(f"decode level {above}", client.predict, server, model,
                           {"codes": codes[above], "level": row(above, np.int32)},
                           signature="decode", version=version, timeout=timeout)["audio"][0]
-    return {"audio": audio[: int(round(args.seconds * rate))], "sample_rate": rate,
-            "codes": codes, "level": above}
+    return {"audio": audio[:length], "sample_rate": rate, "codes": codes, "level": above}
 
 
-def write_outputs(out_path: str, result: dict) -> tuple[str, str]:
+def upsample_by_windows(sampling, levels, top_codes, n_samples: int, inputs: dict, hops,
+                        on_lowest) -> dict:
+    """The levels below the top (levels ascending, the top last) through `upsample_part`, a
+    window at a time, the lowest first: a level asks the one above for more only when its
+    next window reads codes not made yet. on_lowest(codes [B, T]) after each window of the
+    lowest level. Returns {level: codes [B, n_samples / hop]} below the top."""
+    import numpy as np
+
+    from jukebox_tf.errors import JukeboxError
+
+    batch = len(top_codes)
+    made = {levels[-1]: top_codes}
+    made.update({level: np.zeros([batch, 0], np.int32) for level in levels[:-1]})
+
+    def extend(level: int, needed: int) -> None:
+        above = levels[levels.index(level) + 1]
+        total = n_samples // hops[level]
+        while made[level].shape[1] < min(needed, total):
+            have = made[level].shape[1]
+            out = sampling.call(
+                f"upsample level {level} from {have}/{total}", "upsample_part",
+                {"codes": made[above], "level": np.full([batch], level, np.int32),
+                 "total_tokens": np.full([batch], total, np.int32), "prime": made[level],
+                 "min_tokens": np.full([batch], have + 1, np.int32), **inputs})
+            codes = out["codes"][:, (out["codes"] != PAD_CODE).any(axis=0)]
+            if codes.shape[1] > have:
+                made[level] = codes
+                if level == levels[0]:
+                    on_lowest(codes)
+                continue
+            wanted = int(out["upper_needed"].max())
+            if wanted <= made[above].shape[1]:
+                raise JukeboxError(f"upsample_part made no level-{level} codes after {have} "
+                                   f"with {made[above].shape[1]} codes of level {above}")
+            extend(above, wanted)
+
+    extend(levels[0], n_samples // hops[levels[0]])
+    for level in levels[1:-1]:  # what the lowest level did not read (none: it reads all)
+        extend(level, n_samples // hops[level])
+    return {level: made[level] for level in levels[:-1]}
+
+
+def check_streamable(meta: dict, model: str) -> None:
+    """--stream needs upsample_part and the decoders' receptive fields (exports since both)."""
+    from jukebox_tf.errors import JukeboxError
+
+    if (not meta.get("decoder_receptive_field")
+            or "upsample_part" not in meta.get("signatures", ())):
+        raise JukeboxError(f"--stream needs a model exported with the upsample_part signature "
+                           f"(model {model!r} has "
+                           f"{', '.join(sorted(meta.get('signatures', ())))}): export it again "
+                           f"with this version of jukebox-tf, or leave out --stream")
+
+
+def open_stream(server, args, meta: dict, level: int, length: int):
+    """streaming.AudioStream writing args.out as level's codes come, decoded by the server."""
+    import numpy as np
+
+    from jukebox_tf.cli.sample import announce_first_second, seconds_since_start
+    from jukebox_tf.sampling.streaming import AudioStream
+    from serving import client
+
+    fields = meta["decoder_receptive_field"]
+    channels = int(meta.get("channels", 1))
+
+    def decode(codes):
+        audio = client.predict(server, args.model, {"codes": codes, "level": np.full(
+            [len(codes)], level, np.int32)}, signature="decode", version=args.version,
+                               timeout=args.timeout)["audio"]
+        return audio[..., None] if audio.ndim == 2 else audio
+
+    announce = None if args.quiet else announce_first_second("generate", level)
+    return AudioStream([args.out], decode, int(meta["hop_lengths"][level]), int(fields[level]),
+                       int(meta["sample_rate"]), channels, seconds_since_start, announce,
+                       length)
+
+
+def write_outputs(out_path: str, result: dict, write_audio: bool = True) -> tuple[str, str]:
+    """OUT.wav (unless a stream wrote it) and OUT.png."""
     import numpy as np
 
     from jukebox_tf.audio.load import write_wav
     from jukebox_tf.audio.spectrogram import save_spectrograms_png
 
     audio, rate = np.asarray(result["audio"], np.float32), result["sample_rate"]
-    wav = write_wav(out_path, audio, rate)
+    wav = write_wav(out_path, audio, rate) if write_audio else out_path
     png = os.path.splitext(out_path)[0] + ".png"
     mono = audio if audio.ndim == 1 else audio.mean(axis=-1)
     save_spectrograms_png(png, [(f"level {result['level']}", mono)], rate)
@@ -267,7 +365,7 @@ def run(args) -> int:
             result = generate_clip(channel, args, progress)
     except client.ServingError as e:
         raise _explain(e, args) from None
-    wav, png = write_outputs(args.out, result)
+    wav, png = write_outputs(args.out, result, write_audio=not result.get("streamed"))
     print(wav)
     print(png)
     return 0

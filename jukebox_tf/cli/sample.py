@@ -376,65 +376,49 @@ def seconds_since_start() -> float:
 _IMPORTED = time.perf_counter()
 
 
+def announce_first_second(command: str, level: int):
+    """streaming.AudioStream's on_first_second for `jukebox-tf COMMAND --stream`."""
+    def announce(seconds: float, path: str) -> None:
+        print(f"jukebox-tf {command}: the first second of level-{level} audio after "
+              f"{seconds:.1f} s: {path}", file=sys.stderr, flush=True)
+    return announce
+
+
 class _Stream:
-    """--stream: the lowest sampled level's audio decoded as its codes become final
-    (sampling/streaming.py) and appended to OUT_DIR/stream/sample_<i>.partial.wav, each
-    renamed sample_<i>.wav when complete."""
+    """--stream: the lowest sampled level's audio, as its codes become final, in
+    OUT_DIR/stream/sample_<i>.wav (streaming.AudioStream)."""
 
     def __init__(self, out_dir: str, vqvae):
         self.folder, self.vqvae = os.path.join(out_dir, "stream"), vqvae
-        self.decoders = self.files = None
-        self.first_second = None  # seconds from the process start to 1 s of sample 0's audio
-        self.written, self.seconds = 0, 0.0  # sample 0's frames; time spent here
+        self.audio = None
+        self.seconds = 0.0  # time spent here
+
+    @property
+    def first_second(self):
+        """Seconds from the process start to 1 s of sample 0's audio."""
+        return self.audio.first_second if self.audio else None
 
     def _open(self, level: int, batch: int):
-        import soundfile
-
-        from jukebox_tf.sampling.streaming import ProgressiveDecoder, receptive_field
+        from jukebox_tf.sampling.streaming import AudioStream, receptive_field
 
         config = self.vqvae.config
-        decode = lambda codes: self.vqvae.decode(codes, level)  # noqa: E731
-        field = receptive_field(self.vqvae.decoders[level], config.emb_width)
-        self.level, self.rate = level, config.sample_rate
-        self.decoders = [ProgressiveDecoder(decode, config.hop_lengths[level], field)
-                         for _ in range(batch)]
-        os.makedirs(self.folder, exist_ok=True)
-        self.files = [soundfile.SoundFile(self._path(i, partial=True), "w", config.sample_rate,
-                                          config.channels, subtype="PCM_16", format="WAV")
-                      for i in range(batch)]
-
-    def _path(self, i: int, partial: bool) -> str:
-        return os.path.join(self.folder, f"sample_{i}{'.partial' if partial else ''}.wav")
-
-    def _write(self, i: int, audio) -> None:
-        import numpy as np
-
-        if audio is None or not len(audio):
-            return
-        self.files[i].write(np.clip(audio, -1.0, 1.0))
-        self.files[i].flush()  # the header too: players read what is there
-        if i == 0:
-            self.written += len(audio)
-            if self.first_second is None and self.written >= self.rate:
-                self.first_second = seconds_since_start()
-                print(f"jukebox-tf sample: the first second of level-{self.level} audio after "
-                      f"{self.first_second:.1f} s: {self._path(0, partial=True)}",
-                      file=sys.stderr, flush=True)
+        self.audio = AudioStream(
+            [os.path.join(self.folder, f"sample_{i}.wav") for i in range(batch)],
+            lambda codes: self.vqvae.decode(codes, level), config.hop_lengths[level],
+            receptive_field(self.vqvae.decoders[level], config.emb_width), config.sample_rate,
+            config.channels, seconds_since_start, announce_first_second("sample", level))
 
     def add(self, level: int, codes) -> None:
         began = time.perf_counter()
-        if self.decoders is None:
+        if self.audio is None:
             self._open(level, len(codes))
-        for i, decoder in enumerate(self.decoders):
-            self._write(i, decoder.add(codes[i]))
+        self.audio.add(codes)
         self.seconds += time.perf_counter() - began
 
     def finish(self) -> None:
         began = time.perf_counter()
-        for i, decoder in enumerate(self.decoders or ()):
-            self._write(i, decoder.finish())
-            self.files[i].close()
-            os.replace(self._path(i, partial=True), self._path(i, partial=False))
+        if self.audio is not None:
+            self.audio.finish()
         self.seconds += time.perf_counter() - began
 
 

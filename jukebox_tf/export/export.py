@@ -7,7 +7,7 @@
 MODEL_BASE/<version>/ holds:
 
 - saved_model.pb, variables/: the signatures of module.py (encode, decode, sample, upsample,
-  generate = serving_default, metadata);
+  upsample_part, generate = serving_default, metadata, and the sampling ones' *_xla twins);
 - assets/metadata.json (what the metadata signature returns, plus the signature summaries),
   assets/artists.txt and assets/genres.txt (one name per line; line index = id);
 - assets.extra/serving_limits.json: per-input value limits for `serving/` (codes inside the
@@ -92,6 +92,15 @@ def serving_limits(meta: dict, limits: ExportLimits) -> dict:
                                        "max_dims": [None, audio_samples // hops[min(levels) + 1]]},
                              "level": {"min": min(levels), "max": max(levels)},
                              "total_seconds": track, "offset_seconds": track, **settings}
+        lowest = audio_samples // hops[min(levels)]
+        rules["upsample_part"] = {
+            "codes": {"min": 0, "max": last_code, "allow_empty": True,
+                      "max_dims": [None, audio_samples // hops[min(levels) + 1]]},
+            "level": {"min": min(levels), "max": max(levels)},
+            "total_tokens": {"min": 1, "max": lowest}, "min_tokens": {"min": 0, "max": lowest},
+            "prime": {"min": 0, "max": last_code, "allow_empty": True,
+                      "max_dims": [None, lowest]},
+            "total_seconds": track, "offset_seconds": track, **settings}
     if "generate" in signatures:
         # One top-level code at least; as float32 gives it (the input's dtype), so that the
         # float32 of exactly that length passes.

@@ -148,11 +148,63 @@ def compiled_window(prior, chunk_size: int = 32):
     return call
 
 
+class LevelWindows:
+    """The windows of a level in graph, placed as windowed.level_windows places them: n_ctx
+    tokens every `hop`, the last one ending at the level's end (one window when the level fits
+    in n_ctx). total_tokens: int32 scalar tensor. ratio: the hop ratio to the level above, for
+    upsamplers (their windows read ctx / ratio codes of it)."""
+
+    def __init__(self, total_tokens, ctx: int, hop: int, ratio: int | None = None):
+        self.total, self.ctx, self.hop, self.ratio = total_tokens, ctx, hop, ratio
+        self.fits = total_tokens <= ctx
+        self.count = tf.where(self.fits, 1, (total_tokens - ctx + 2 * hop - 1) // hop)
+
+    @classmethod
+    def of(cls, prior, level: int, total_tokens, hop_lengths: Sequence[int],
+           hop_fraction: float, upsampler: bool) -> "LevelWindows":
+        ctx = prior_api.n_ctx(prior)
+        hop = int(hop_fraction * ctx)
+        if not 0 < hop <= ctx:
+            raise ValueError(f"hop_fraction {hop_fraction} gives a hop of {hop} tokens for "
+                             f"n_ctx={ctx}: need 0 < hop <= n_ctx")
+        ratio = None
+        if upsampler:
+            ratio = int(hop_lengths[level + 1]) // int(hop_lengths[level])
+            if hop % ratio or ctx % ratio:
+                raise ValueError(f"level {level}: the window hop {hop} and n_ctx {ctx} must be "
+                                 f"multiples of the hop ratio {ratio} to the level above")
+        return cls(tf.cast(total_tokens, tf.int32), ctx, hop, ratio)
+
+    def start(self, w):
+        return tf.where(self.fits, 0, tf.minimum(w * self.hop, self.total - self.ctx))
+
+    def end(self, w):
+        return tf.minimum(self.start(w) + self.ctx, self.total)
+
+    def after(self, length):
+        """The first window that ends past `length` codes (count: none, the level is done)."""
+        w = tf.where(length < self.ctx, 0, (length - self.ctx) // self.hop + 1)
+        return tf.where(length >= self.total, self.count, tf.minimum(w, self.count - 1))
+
+    def upper_end(self, w):
+        """How many codes of the level above window w reads, from the start."""
+        ratio = self.ratio
+        return tf.minimum(self.start(w) // ratio + self.ctx // ratio, self.total // ratio)
+
+
 def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[int], labels,
                        settings: GraphSettings, *, hop_fraction: float, lyric_tokens=None,
-                       lyric_lengths=None, upper_codes=None, prime=None,
+                       lyric_lengths=None, upper_codes=None, prime=None, stop_tokens=None,
                        chunk_size: int = 32, step=None, compiled=None) -> tf.Tensor:
     """windowed.sample_level in graph: codes int32 [B, total_tokens] of `level`.
+
+    stop_tokens (int32 scalar): stop after the first window that brings the level to at least
+    this many tokens; the codes then end at that window's end. The windows are those of the
+    whole level (total_tokens), and a prime ending at a window's end resumes exactly there, so
+    calls that each feed the last one's codes back as the prime draw, joined, the codes of one
+    call: a level made part by part (the served chain, window by window). An upsampler also
+    stops before a window whose span of upper_codes is not all there (the level above being
+    made part by part too): LevelWindows.upper_end says how far it must be.
 
     labels int32 [B, 4 + G]: base rows (total length and the track offset; each window sets
     its own offset and length). lyric_tokens int32 [B, L] / lyric_lengths int32 [B]: the whole
@@ -160,25 +212,14 @@ def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[in
     upsamplers. prime int32 [B, P] (P may be 0): codes kept as they are. step: see
     sample_window_graph. compiled: `compiled_window(prior)` to sample each window under XLA.
     """
-    ctx = prior_api.n_ctx(prior)
+    windows = LevelWindows.of(prior, level, total_tokens, hop_lengths, hop_fraction,
+                              upsampler=upper_codes is not None)
+    ctx, ratio, total_tokens = windows.ctx, windows.ratio, windows.total
     hop_length = int(hop_lengths[level])
-    hop = int(hop_fraction * ctx)
-    if not 0 < hop <= ctx:
-        raise ValueError(f"hop_fraction {hop_fraction} gives a hop of {hop} tokens for "
-                         f"n_ctx={ctx}: need 0 < hop <= n_ctx")
     n_lyric = prior_api.n_lyric_tokens(prior)
-    ratio = None
-    if upper_codes is not None:
-        ratio = int(hop_lengths[level + 1]) // hop_length
-        if hop % ratio or ctx % ratio:
-            raise ValueError(f"level {level}: the window hop {hop} and n_ctx {ctx} must be "
-                             f"multiples of the hop ratio {ratio} to the level above")
     batch = tf.shape(labels)[0]
-    total_tokens = tf.cast(total_tokens, tf.int32)
     codes = (tf.zeros([batch, 0], tf.int32) if prime is None
              else tf.cast(prime, tf.int32))
-    fits = total_tokens <= ctx
-    n_windows = tf.where(fits, 1, (total_tokens - ctx + 2 * hop - 1) // hop)
 
     def window(start, codes):
         current = tf.shape(codes)[1]
@@ -208,12 +249,20 @@ def sample_level_graph(prior, level: int, total_tokens, hop_lengths: Sequence[in
         return tf.concat([codes, out[:, prime_len:prime_len + n_new]], axis=1)
 
     def body(w, codes):
-        start = tf.where(fits, 0, tf.minimum(w * hop, total_tokens - ctx))
-        end = tf.minimum(start + ctx, total_tokens)
-        codes = tf.cond(end > tf.shape(codes)[1], lambda: window(start, codes),
-                        lambda: tf.identity(codes))
+        codes = tf.cond(windows.end(w) > tf.shape(codes)[1],
+                        lambda: window(windows.start(w), codes), lambda: tf.identity(codes))
         return w + 1, codes
 
-    _, codes = tf.while_loop(lambda w, _: w < n_windows, body, (tf.constant(0), codes),
+    stop = total_tokens if stop_tokens is None else tf.cast(stop_tokens, tf.int32)
+
+    def more(w, codes):
+        go = (w < windows.count) & (tf.shape(codes)[1] < stop)
+        if ratio is None:
+            return go
+        # A window that samples needs its whole span of the level above.
+        return go & ((windows.end(w) <= tf.shape(codes)[1])
+                     | (windows.upper_end(w) <= tf.shape(upper_codes)[1]))
+
+    _, codes = tf.while_loop(more, body, (tf.constant(0), codes),
                              shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))
     return codes

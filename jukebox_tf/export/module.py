@@ -24,6 +24,9 @@ with 0 (a request merged with a longer one gets its result padded).
          top_p float32 [B], seed int64 [B], prime [B, P]) -> codes [B, n_tokens]
 - upsample(codes [B, N], level [B], artist, genres, total_seconds, offset_seconds,
            temperature, top_k, top_p, seed) -> codes [B, N * hop_ratio]
+- upsample_part(codes [B, N so far], level [B], total_tokens [B], prime [B, P], min_tokens [B],
+                artist, genres, total_seconds, offset_seconds, settings)
+  -> codes [B, M], upper_needed [B]: upsample's windows a few at a time (window by window)
 - generate = serving_default(artist, genres, lyrics, seconds float32 [B], total_seconds,
            temperature, top_k, top_p, seed) -> audio float32 [B, S], codes_l<level> ...
 - metadata(rows [B], values unused) -> sample_rate [B], hop_lengths [B, levels], ...
@@ -39,10 +42,12 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from jukebox_tf.export.graph_sampling import GraphSettings, compiled_window, sample_level_graph
+from jukebox_tf.export.graph_sampling import (GraphSettings, LevelWindows, compiled_window,
+                                              sample_level_graph)
 from jukebox_tf.prior.label_vocab import LabelVocab, artist_key_tf, genre_keys_tf
 from jukebox_tf.prior.lyrics import tokenizer_for
 from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.streaming import receptive_field
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
 from jukebox_tf.training.ema import tf_variable
 
@@ -58,13 +63,19 @@ SIGNATURES = {
               "level (the prime's codes first)",
     "upsample": "codes int32 [batch, n] of level + 1 + level int32 [batch] + conditioning + "
                 "settings -> codes int32 [batch, n * hop_ratio] of `level`",
+    "upsample_part": "codes int32 [batch, n] of level + 1 so far + level + total_tokens "
+                     "[batch] (the level's whole length) + prime int32 [batch, p] (the level "
+                     "so far) + min_tokens [batch] + conditioning + settings -> codes int32 "
+                     "[batch, m] of `level` (prime first; the windows up to the one reaching "
+                     "min_tokens, as far as codes reach) + upper_needed int32 [batch] (codes "
+                     "of level + 1 the next window reads; 0: the level is complete)",
     "generate": "conditioning + seconds [batch] -> audio float32 [batch, samples] and the "
                 "codes of every sampled level; also serving_default",
     "metadata": "rows int32 [batch] (values unused) -> per row: sample rate, hop lengths, "
                 "codebook size, context lengths, vocabularies, version, everything as JSON",
 }
 
-SAMPLING = ("sample", "upsample", "generate")
+SAMPLING = ("sample", "upsample", "upsample_part", "generate")
 # Each sampling signature's twin whose windows run as XLA clusters: the fast path, for a server
 # with XLA enabled (stock TF Serving: --xla_cpu_compilation_enabled=true; export/README.md).
 XLA_SUFFIX = "_xla"
@@ -104,6 +115,7 @@ class _Models:
         self.vqvae, self.priors = vqvae, list(priors)
         self.level_fns: dict = {}  # level -> tf.function sampling that level (one trace)
         self.decode_fns: dict = {}  # level -> tf.function decoding that level's codes
+        self.receptive_fields: list | None = None  # per level (decoder_receptive_fields)
 
 
 def _table(keys: dict[str, int]) -> tf.lookup.StaticHashTable:
@@ -167,6 +179,13 @@ class JukeboxModule(tf.Module):
                 tf.TensorSpec([None, None], tf.int32, name="codes"), _per_row(tf.int32, "level"),
                 strings, strings, _per_row(tf.float32, "total_seconds"),
                 _per_row(tf.float32, "offset_seconds"), *settings])
+            sampling["upsample_part"] = (self._upsample_part, [
+                tf.TensorSpec([None, None], tf.int32, name="codes"), _per_row(tf.int32, "level"),
+                _per_row(tf.int32, "total_tokens"),
+                tf.TensorSpec([None, None], tf.int32, name="prime"),
+                _per_row(tf.int32, "min_tokens"), strings, strings,
+                _per_row(tf.float32, "total_seconds"), _per_row(tf.float32, "offset_seconds"),
+                *settings])
         for name, (method, spec) in sampling.items():
             setattr(self, name, tf.function(method, autograph=False, input_signature=spec))
             if info.xla:
@@ -202,7 +221,7 @@ class JukeboxModule(tf.Module):
         if self.top_prior is not None:
             names.append("sample")
         if self.upsampler_levels:
-            names.append("upsample")
+            names += ["upsample", "upsample_part"]
         if self.top_prior is not None:
             names.append("generate")
         compiled = [name + XLA_SUFFIX for name in names if name in SAMPLING and self._info.xla]
@@ -328,27 +347,40 @@ class JukeboxModule(tf.Module):
 
     @staticmethod
     def _grouped(values, run, outputs: dict) -> dict:
-        """Rows whose `values` (int32 [B]) are equal run together, one group after another:
-        run(rows int32 [b], value) -> {name: tensor [b, length, ...]}. outputs: {name:
-        (tensor [B, longest, ...] filled with the padding, padding)}; each group's results
-        are padded to the longest and written to their rows."""
-        groups = tf.unique(values).y
+        """Rows whose `values` (int32 [B], or [B, K]: equal rows) are equal run together, one
+        group after another: run(rows int32 [b], value) -> {name: tensor [b, ...]}. outputs:
+        {name: (tensor [B, ...] filled with the padding, padding)}; each group's results are
+        written to their rows, outputs and results padded along dimension 1 to the longer."""
+        groups = tf.raw_ops.UniqueV2(x=values, axis=[0]).y
 
         def body(g, outs):
             value = groups[g]
-            rows = tf.cast(tf.where(tf.equal(values, value))[:, 0], tf.int32)
+            same = tf.equal(values, value)
+            if same.shape.rank > 1:
+                same = tf.reduce_all(same, axis=1)
+            rows = tf.cast(tf.where(same)[:, 0], tf.int32)
             results = run(rows, value)
             new = {}
             for name, out in outs.items():
-                part = results[name]
-                pad = [[0, 0], [0, tf.shape(out)[1] - tf.shape(part)[1]]]
-                part = tf.pad(part, pad + [[0, 0]] * (part.shape.rank - 2),
-                              constant_values=outputs[name][1])
-                new[name] = tf.tensor_scatter_nd_update(out, rows[:, None], part)
+                part, padding = results[name], outputs[name][1]
+                if part.shape.rank > 1:
+                    width = tf.maximum(tf.shape(out)[1], tf.shape(part)[1])
+                    out, part = (tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]]
+                                        + [[0, 0]] * (x.shape.rank - 2), constant_values=padding)
+                                 for x in (out, part))
+                # (The scatter refuses an empty output, as a level with no new codes gives.)
+                new[name] = tf.cond(
+                    tf.size(out) > 0,
+                    lambda out=out, part=part: tf.tensor_scatter_nd_update(out, rows[:, None],
+                                                                          part),
+                    lambda out=out: tf.identity(out))
             return g + 1, new
 
         init = {name: out for name, (out, _) in outputs.items()}
-        return tf.while_loop(lambda g, _: g < tf.size(groups), body, (tf.constant(0), init))[1]
+        invariants = {name: tf.TensorShape([None] * out.shape.rank) for name, out in init.items()}
+        return tf.while_loop(lambda g, _: g < tf.shape(groups)[0], body,
+                             (tf.constant(0), init),
+                             shape_invariants=(tf.TensorShape([]), invariants))[1]
 
     @staticmethod
     def _after(checks, tensor) -> tf.Tensor:
@@ -379,35 +411,40 @@ class JukeboxModule(tf.Module):
         has_lyrics = bool(prior_api.n_lyric_tokens(prior))
         is_upsampler = level < self.levels - 1
 
-        def sample_level(total_tokens, labels, temperature, top_k, top_p, seed, lyric_tokens,
-                         lyric_lengths, upper_codes, prime):
+        def sample_level(total_tokens, stop_tokens, labels, temperature, top_k, top_p, seed,
+                         lyric_tokens, lyric_lengths, upper_codes, prime):
             return sample_level_graph(
                 prior, level, total_tokens, self._config.hop_lengths, labels,
                 GraphSettings(temperature, top_k, top_p, seed), hop_fraction=hop_fraction,
                 lyric_tokens=lyric_tokens if has_lyrics else None,
                 lyric_lengths=lyric_lengths if has_lyrics else None,
                 upper_codes=upper_codes if is_upsampler else None, prime=prime,
-                chunk_size=self._info.chunk_size, step=step, compiled=compiled)
+                stop_tokens=stop_tokens, chunk_size=self._info.chunk_size, step=step,
+                compiled=compiled)
 
         codes = tf.TensorSpec([None, None], tf.int32)
         fns[level, xla] = tf.function(sample_level, autograph=False, input_signature=[
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([None, width], tf.int32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([None, width], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64), codes,
             tf.TensorSpec([None], tf.int32), codes, codes])
         return fns[level, xla]
 
     def _sample_level(self, level, total_tokens, labels_rows, settings: GraphSettings,
-                      lyrics=None, upper=None, prime=None, xla: bool = False):
-        """Codes int32 [B, total_tokens] of `level`; total_tokens a scalar (one group)."""
+                      lyrics=None, upper=None, prime=None, stop_tokens=None, xla: bool = False):
+        """Codes int32 [B, total_tokens] of `level`; total_tokens a scalar (one group).
+        stop_tokens: end after the window reaching it (sample_level_graph)."""
         prior = self._models.priors[level]
         batch = tf.shape(labels_rows)[0]
         empty = tf.zeros([batch, 0], tf.int32)
         lyric_tokens, lyric_lengths = empty, tf.zeros([batch], tf.int32)
         if prior_api.n_lyric_tokens(prior):
             lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics, prior)
+        total_tokens = tf.cast(total_tokens, tf.int32)
         return self._level_fn(level, xla)(
-            tf.cast(total_tokens, tf.int32), labels_rows, settings.temperature,
+            total_tokens, total_tokens if stop_tokens is None else stop_tokens,
+            labels_rows, settings.temperature,
             settings.top_k, settings.top_p, settings.seed, lyric_tokens, lyric_lengths,
             empty if upper is None else upper, empty if prime is None else prime)
 
@@ -515,6 +552,19 @@ class JukeboxModule(tf.Module):
         return self._grouped(n_tokens, run, {
             "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
 
+    def _upsampler_level(self, level, signature: str) -> tf.Tensor:
+        """level int32 [B], available once each is a level with an upsampler."""
+        levels = self.upsampler_levels
+        return self._after([tf.debugging.assert_equal(
+            tf.reduce_all(tf.reduce_any(tf.equal(level[:, None], levels), axis=1)),
+            True, message=f"{signature}: level must be one of {levels} (the levels with an "
+                          f"upsampler)")], level)
+
+    def _hop_ratios(self) -> list[int]:
+        """Indexed by level: how many of its codes stand for one code of the level above."""
+        hops = self._config.hop_lengths
+        return [hops[lv + 1] // hops[lv] for lv in range(self.levels - 1)]
+
     def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
                   temperature, top_k, top_p, seed, xla: bool = False):
         hops = self._config.hop_lengths
@@ -523,10 +573,7 @@ class JukeboxModule(tf.Module):
             codes=codes, level=level, artist=artist, genres=genres,
             total_seconds=total_seconds, offset_seconds=offset_seconds,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed))
-        level = self._after([tf.debugging.assert_equal(
-            tf.reduce_all(tf.reduce_any(tf.equal(rows["level"][:, None], levels), axis=1)),
-            True, message=f"upsample: level must be one of {levels} (the levels with an "
-                          f"upsampler)")], rows["level"])
+        level = self._upsampler_level(rows["level"], "upsample")
         settings = self._settings(rows)
         codes = self._check_codes(rows["codes"], "codes")
         offset = self._samples(rows["offset_seconds"])
@@ -551,11 +598,72 @@ class JukeboxModule(tf.Module):
             return {"codes": tf.switch_case(value, [branch(lv, group)
                                                     for lv in range(self.levels - 1)])}
 
-        ratios = [hops[lv + 1] // hops[lv] for lv in range(self.levels - 1)]
         longest = tf.shape(codes)[1] * tf.reduce_max(
-            tf.concat([self._level_lookup(level, ratios), [0]], 0))
+            tf.concat([self._level_lookup(level, self._hop_ratios()), [0]], 0))
         return self._grouped(level, run, {
             "codes": (tf.fill([tf.shape(codes)[0], longest], PAD_CODE), PAD_CODE)})
+
+    def _upsample_part(self, codes, level, total_tokens, prime, min_tokens, artist, genres,
+                       total_seconds, offset_seconds, temperature, top_k, top_p, seed,
+                       xla: bool = False):
+        """The windows of `upsample` from where `prime` ends: those after it up to the first
+        that brings the level to min_tokens, stopping before one whose codes of the level
+        above are not in `codes` yet. Feeding the codes back as the prime draws, joined,
+        what one `upsample` call draws."""
+        hops = self._config.hop_lengths
+        rows = self._same_batch("codes", dict(
+            codes=codes, level=level, total_tokens=total_tokens, prime=prime,
+            min_tokens=min_tokens, artist=artist, genres=genres, total_seconds=total_seconds,
+            offset_seconds=offset_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed))
+        level = self._upsampler_level(rows["level"], "upsample_part")
+        settings = self._settings(rows)
+        ratio = self._level_lookup(level, self._hop_ratios() + [1])
+        total_tokens = self._after([
+            tf.debugging.assert_positive(rows["total_tokens"], message=(
+                "upsample_part: total_tokens must be >= 1")),
+            tf.debugging.assert_equal(rows["total_tokens"] % ratio, 0, message=(
+                "upsample_part: total_tokens (the level's whole length) must be a multiple of "
+                "the hop ratio: the whole length of the level above times it")),
+            tf.debugging.assert_less_equal(tf.shape(rows["codes"])[1] * ratio,
+                                           rows["total_tokens"], message=(
+                "upsample_part: codes is longer than total_tokens / hop ratio")),
+            tf.debugging.assert_less_equal(tf.shape(rows["prime"])[1], rows["total_tokens"],
+                                           message="upsample_part: prime is longer than "
+                                                   "total_tokens")], rows["total_tokens"])
+        codes = self._check_codes(rows["codes"], "codes")
+        prime = self._check_codes(rows["prime"], "prime")
+        offset = self._samples(rows["offset_seconds"])
+        total = self._total(rows, offset + total_tokens * self._level_lookup(level, hops))
+        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
+                  for lv in self.upsampler_levels}
+
+        def branch(lv, group, n_tokens, stop):
+            size = tf.size(group)
+            if lv not in self.upsampler_levels:
+                return lambda: (tf.zeros([size, 0], tf.int32), tf.zeros([size], tf.int32))
+
+            def run():
+                part = self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
+                                          settings.take(group), upper=tf.gather(codes, group),
+                                          prime=tf.gather(prime, group), stop_tokens=stop,
+                                          xla=xla)
+                windows = LevelWindows.of(self._models.priors[lv], lv, n_tokens, hops,
+                                          self._hop_fraction(lv), upsampler=True)
+                after = windows.after(tf.shape(part)[1])
+                needed = tf.where(after < windows.count, windows.upper_end(after), 0)
+                return part, tf.fill([size], needed)
+            return run
+
+        def run(group, value):
+            out = tf.switch_case(value[0], [branch(lv, group, value[1], value[2])
+                                            for lv in range(self.levels - 1)])
+            return {"codes": out[0], "upper_needed": out[1]}
+
+        batch = tf.shape(codes)[0]
+        return self._grouped(tf.stack([level, total_tokens, rows["min_tokens"]], axis=1), run, {
+            "codes": (tf.zeros([batch, 0], tf.int32), PAD_CODE),
+            "upper_needed": (tf.zeros([batch], tf.int32), 0)})
 
     def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
                   top_p, seed, xla: bool = False):
@@ -593,6 +701,18 @@ class JukeboxModule(tf.Module):
         outputs["audio"] = (self._audio_rows(batch, longest), 0.0)
         return self._grouped(n_audio, run, outputs)
 
+    def decoder_receptive_fields(self) -> list[int]:
+        """Per level, how many codes on each side a code's decoded audio depends on
+        (streaming.receptive_field): what a client decoding growing codes part by part needs.
+        Measured once, eagerly even while a signature is traced."""
+        models = self._models
+        if models.receptive_fields is None:
+            with tf.init_scope():
+                models.receptive_fields = [
+                    receptive_field(models.vqvae.decoders[level], self._config.emb_width)
+                    for level in range(self.levels)]
+        return models.receptive_fields
+
     def metadata_dict(self) -> dict:
         """Everything the metadata signature and assets/metadata.json say."""
         from jukebox_tf import __version__
@@ -616,6 +736,7 @@ class JukeboxModule(tf.Module):
             "n_lyric_tokens": (prior_api.n_lyric_tokens(self.top_prior)
                                if self.top_prior is not None else 0),
             "hop_fractions": list(self._info.hop_fractions),
+            "decoder_receptive_field": self.decoder_receptive_fields(),
             "artists": list(self._info.vocab.artists), "genres": list(self._info.vocab.genres),
             "label_names": self._info.vocab.scheme,
             "signatures": {name: describe_signature(name) for name in self.signature_names()},

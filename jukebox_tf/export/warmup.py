@@ -43,6 +43,11 @@ def example_inputs(meta: dict) -> dict[str, dict[str, np.ndarray]]:
         out["upsample"] = {"codes": np.zeros([1, 1], np.int32), "level": row(level, np.int32),
                            **strings, "total_seconds": row(0.0, np.float32),
                            "offset_seconds": row(0.0, np.float32), **settings}
+    if "upsample_part" in signatures:
+        # One code of the level above, the first window of its level (hop ratio codes).
+        out["upsample_part"] = {**out["upsample"], "total_tokens": row(
+            hops[level + 1] // hops[level], np.int32), "prime": np.zeros([1, 0], np.int32),
+            "min_tokens": row(1, np.int32)}
     if "generate" in signatures:
         out["generate"] = {**strings, "lyrics": np.array([b""]),
                            "seconds": row(hops[-1] / rate, np.float32),

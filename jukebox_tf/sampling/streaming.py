@@ -9,11 +9,13 @@ sees the inputs it would see level after level, so the codes are the same.
 `ProgressiveDecoder` turns the growing codes into audio equal to decoding the whole piece at
 once: a decoder output depends on the codes within its receptive field only (measured once,
 `receptive_field`), so audio is emitted up to that far before the last final code, decoded
-with that much context on each side.
+with that much context on each side. `AudioStream` appends it to a WAV per sample, for
+`sample --stream` (decoding in process) and `generate --stream` (through the server).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
 import numpy as np
@@ -112,3 +114,66 @@ class ProgressiveDecoder:
 
     def finish(self) -> np.ndarray | None:
         return self._audio(len(self.codes)) if len(self.codes) > self.emitted else None
+
+
+def partial_path(path: str) -> str:
+    """Where a stream writes `path` until it is complete: OUT.partial.wav for OUT.wav."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.partial{ext}"
+
+
+class AudioStream:
+    """Rows of growing codes decoded as they become final (ProgressiveDecoder) and appended,
+    16-bit, to a WAV per row: written as partial_path(path), which players can open
+    meanwhile, and renamed to path when complete.
+
+    decode(codes int32 [1, T]) -> float32 [1, T * hop, channels]. clock(): the seconds that
+    `first_second` reports, the time at which row 0 first had a second of audio out, also
+    passed to on_first_second(seconds, its partial file) then. length: frames per row to
+    write (the rest is dropped; None: all). The audio written is also kept, in `audio`."""
+
+    def __init__(self, paths, decode, hop: int, field: int, rate: int, channels: int,
+                 clock: Callable[[], float],
+                 on_first_second: Callable[[float, str], None] | None = None,
+                 length: int | None = None):
+        import soundfile
+
+        self.paths, self.rate, self.clock = list(paths), rate, clock
+        self.on_first_second, self.length = on_first_second, length
+        self.audio = [[] for _ in self.paths]  # per row, the float chunks written
+        self.decoders = [ProgressiveDecoder(decode, hop, field) for _ in self.paths]
+        for path in self.paths:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.files = [soundfile.SoundFile(partial_path(path), "w", rate, channels,
+                                          subtype="PCM_16", format="WAV")
+                      for path in self.paths]
+        self.first_second = None
+
+    def frames(self, i: int) -> int:
+        return sum(map(len, self.audio[i]))
+
+    def _write(self, i: int, audio) -> None:
+        if audio is not None and self.length is not None:
+            audio = audio[:max(0, self.length - self.frames(i))]
+        if audio is None or not len(audio):
+            return
+        self.audio[i].append(audio)
+        self.files[i].write(np.clip(audio, -1.0, 1.0))
+        self.files[i].flush()  # the header too: players read what is there
+        if i == 0 and self.first_second is None and self.frames(0) >= self.rate:
+            self.first_second = self.clock()
+            if self.on_first_second:
+                self.on_first_second(self.first_second, partial_path(self.paths[0]))
+
+    def add(self, codes) -> None:
+        """codes int [B, T]: every row's codes so far."""
+        for i, decoder in enumerate(self.decoders):
+            self._write(i, decoder.add(codes[i]))
+
+    def finish(self) -> list[str]:
+        """The rest of the audio; the complete files' paths."""
+        for i, decoder in enumerate(self.decoders):
+            self._write(i, decoder.finish())
+            self.files[i].close()
+            os.replace(partial_path(self.paths[i]), self.paths[i])
+        return self.paths

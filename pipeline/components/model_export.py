@@ -1,7 +1,7 @@
 """ModelExport: the four trained runs -> one servable SavedModel (a standard Model artifact).
 
     <uri>/Format-Serving/   one SavedModel version as `jukebox-tf export` writes it (signatures
-                            encode/decode/sample/upsample/generate/metadata, assets,
+                            encode/decode/sample/upsample[_part]/generate/metadata, assets,
                             assets.extra/ with serving limits and warmup requests): what the
                             Pusher copies to the serving base path as a new version
     <uri>/runs/vqvae/, runs/level2/, runs/level1/, runs/level0/
