@@ -265,10 +265,13 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
 
 def upsample_by_windows(sampling, levels, top_codes, n_samples: int, inputs: dict, hops,
                         on_lowest) -> dict:
-    """The levels below the top (levels ascending, the top last) through `upsample_part`, a
-    window at a time, the lowest first: a level asks the one above for more only when its
-    next window reads codes not made yet. on_lowest(codes [B, T]) after each window of the
-    lowest level. Returns {level: codes [B, n_samples / hop]} below the top."""
+    """The levels below the top (levels ascending, the top last) through `upsample_part`, the
+    lowest first: a level asks the one above for more only when its next window reads codes
+    not made yet. Each level's first call asks for one window, and each later one for as many
+    codes as the level has (its span doubling), so the first audio comes after a window or
+    so of each level, and a clip takes a few calls per level rather than one per window.
+    on_lowest(codes [B, T]) after each call that lengthens the lowest level. Returns
+    {level: codes [B, n_samples / hop]} below the top."""
     import numpy as np
 
     from jukebox_tf.errors import JukeboxError
@@ -286,7 +289,8 @@ def upsample_by_windows(sampling, levels, top_codes, n_samples: int, inputs: dic
                 f"upsample level {level} from {have}/{total}", "upsample_part",
                 {"codes": made[above], "level": np.full([batch], level, np.int32),
                  "total_tokens": np.full([batch], total, np.int32), "prime": made[level],
-                 "min_tokens": np.full([batch], have + 1, np.int32), **inputs})
+                 "min_tokens": np.full([batch], max(needed if level != levels[0] else 0,
+                                                    2 * have, have + 1), np.int32), **inputs})
             codes = out["codes"][:, (out["codes"] != PAD_CODE).any(axis=0)]
             if codes.shape[1] > have:
                 made[level] = codes
