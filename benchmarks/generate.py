@@ -30,8 +30,9 @@ For each length N (10 and 30 seconds; 5 with --quick) and 1 and 4 samples:
     `served_plain_realtime_factor_B`, `served_plain_generate_realtime_factor_B`.
     Then `jukebox-tf generate` itself, a process of its own (one sample, the longest N), without
     and with `--stream` (the levels below the top window by window through `upsample_part_xla`,
-    the audio decoded as it comes): `served_cli_wall_s`, `served_stream_wall_s`, and the time
-    from that command's start to the first second of audio on disk, `served_first_sound_s`.
+    the audio decoded as it comes; its signature's first call made before, as the others'):
+    `served_cli_wall_s`, `served_stream_wall_s`, and the time from that command's start to
+    the first second of audio on disk, `served_first_sound_s`.
 
 Real-time factors are audio seconds per wall second, per sample count at the longest N:
 `cli_realtime_factor_B` = N / (sampling + decode - first_call_s), the same with the whole wall
@@ -241,6 +242,9 @@ def main(argv=None) -> int:
             served_generate(target, WARM_SECONDS, samples)
             served_chain(target, meta, WARM_SECONDS, samples, suffix="")
             served_generate(target, WARM_SECONDS, samples, signature="generate")
+        # upsample_part's first call too, as the other signatures' (`generate` makes one sample).
+        generate_command(target, WARM_SECONDS, os.path.join(root, "generate_warm.wav"),
+                         "--stream")
         for samples in batches:
             r = served_chain(target, meta, lengths[0], samples, suffix="")
             plain[samples] = {"chain": r, "generate_s": served_generate(
