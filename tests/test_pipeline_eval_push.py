@@ -291,7 +291,7 @@ def test_infra_validation_blesses_a_servable_export(trained, tmp_path):
     assert "INFRA_NOT_BLESSED" not in os.listdir(blessing.uri)
     assert blessing.get_int_custom_property("blessed") == 1
     assert sorted(r["signature"] for r in report["requests"]) == sorted(
-        ["encode", "decode", "sample", "upsample", "generate", "metadata"])
+        ["encode", "decode", "sample", "upsample", "upsample_part", "generate", "metadata"])
     assert all(r["outputs"] and not r["error"] for r in report["requests"])
 
 

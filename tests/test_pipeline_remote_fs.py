@@ -187,7 +187,7 @@ def test_infra_validator_serves_a_local_copy_of_the_remote_model(run):
     assert report["blessed"], report["reason"]
     assert report["model_dir"] == _uri(run, "ModelExport", "model") + "/Format-Serving"
     assert sorted(r["signature"] for r in report["requests"]) == sorted(
-        ["encode", "decode", "sample", "upsample", "generate", "metadata"])
+        ["encode", "decode", "sample", "upsample", "upsample_part", "generate", "metadata"])
 
 
 def _push(run, model_uri, name):
