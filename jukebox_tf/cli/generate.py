@@ -285,12 +285,14 @@ def upsample_by_windows(sampling, levels, top_codes, n_samples: int, inputs: dic
         total = n_samples // hops[level]
         while made[level].shape[1] < min(needed, total):
             have = made[level].shape[1]
+            ask = max(2 * have, have + 1)  # one window, then the span doubling
+            if level != levels[0]:  # a level above: at least what the level below reads
+                ask = max(ask, needed)
             out = sampling.call(
                 f"upsample level {level} from {have}/{total}", "upsample_part",
                 {"codes": made[above], "level": np.full([batch], level, np.int32),
                  "total_tokens": np.full([batch], total, np.int32), "prime": made[level],
-                 "min_tokens": np.full([batch], max(needed if level != levels[0] else 0,
-                                                    2 * have, have + 1), np.int32), **inputs})
+                 "min_tokens": np.full([batch], ask, np.int32), **inputs})
             codes = out["codes"][:, (out["codes"] != PAD_CODE).any(axis=0)]
             if codes.shape[1] > have:
                 made[level] = codes
