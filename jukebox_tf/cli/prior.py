@@ -18,8 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=int, required=True, choices=(2, 1, 0),
                    help="VQ-VAE level to model (the top level: the prior; below: upsamplers)")
     p.add_argument("--codes", required=True, help="codes folder from `jukebox-tf encode`")
-    p.add_argument("--preset", default="small", choices=("tiny", "small"),
-                   help="transformer size (upsamplers use the preset's _upsampler variant)")
+    p.add_argument("--preset", choices=("tiny", "small"),
+                   help="transformer size (default small; upsamplers use the preset's "
+                        "_upsampler variant)")
     p.add_argument("--lyrics", nargs="?", const="encoder", choices=("encoder", "prefix"),
                    help="top level: condition on lyrics, by a lyric encoder read through "
                         "cross-attention (encoder, the default; as the 5B lyrics model) or as "
@@ -28,29 +29,55 @@ def register(subparsers) -> None:
     p.add_argument("--no-labels", action="store_true",
                    help="no artist/genre/timing conditioning (a learned start token instead)")
     add_training_arguments(p)
+    p.add_argument("--labels", choices=("map", "replace"),
+                   help="with --init-from: map the codes' artist and genre names onto RUN's "
+                        "(known names keep their embedding; new ones get new rows, set to the "
+                        "mean of RUN's; the default), or replace RUN's label embeddings with "
+                        "fresh ones for the codes' names")
+    p.epilog = ("--freeze parts of a prior: labels (artist and genre embeddings), conditioner "
+                "(labels, timing, the level above, lyrics), layers:N (the first N transformer "
+                "layers). Fine-tuning a released top prior on your music: train-prior --level "
+                "2 --codes CODES --init-from RUNS/prior_5b --weight-decay 0.01 (the learning "
+                "rate anneals to 0 at the last step)")
     p.set_defaults(func=train)
 
 
 def _task(args):
+    from jukebox_tf.cli.training_args import refuse_with_init_from, resumed_start
     from jukebox_tf.errors import JukeboxError
     from jukebox_tf.prior import get_preset
     from jukebox_tf.prior.config import PriorConfig
+    from jukebox_tf.prior.label_vocab import LabelVocab
     from jukebox_tf.prior.task import PriorTask, prior_run_info
     from jukebox_tf.vqvae.codes import load_codes_manifest
 
-    saved = None
+    if args.init_from:
+        refuse_with_init_from(args, {"preset": "--preset", "lyrics": "--lyrics",
+                                     "no_labels": "--no-labels"})
+    elif (args.labels or args.freeze) and not args.resume:
+        raise JukeboxError("--labels and --freeze apply to a starting model: they need "
+                           "--init-from")
     if args.resume and os.path.isfile(os.path.join(args.out, "task.json")):
-        saved = PriorConfig.from_dict(prior_run_info(args.out)["prior"])
+        info = prior_run_info(args.out)
+        saved = PriorConfig.from_dict(info["prior"])
         if saved.level != args.level:
             raise JukeboxError(f"{args.out} trains level {saved.level}, not {args.level}")
+        init, freeze = resumed_start(args, info)
+        # A fine-tuned model's names are its own, not the codes'.
+        vocab = LabelVocab.from_codes_info(info["codes"]) if init and saved.labels else None
         # The run's own config: the model must match its checkpoints whatever the flags say.
-        return PriorTask(saved, args.codes, args.batch_size)
+        return PriorTask(saved, args.codes, args.batch_size, vocab=vocab, init_from=init,
+                         freeze=freeze)
+    if args.init_from:
+        return PriorTask.from_run(args.init_from, args.codes, args.level, args.batch_size,
+                                  labels=args.labels or "map", freeze=args.freeze or ())
     levels = load_codes_manifest(args.codes)["levels"]
     if args.level >= levels:
         raise JukeboxError(f"{args.codes}: the codes have {levels} levels, no level {args.level}")
     if args.lyrics and args.level != levels - 1:
         raise JukeboxError("--lyrics conditions the top-level prior only")
-    preset = args.preset if args.level == levels - 1 else f"{args.preset}_upsampler"
+    preset = args.preset or "small"
+    preset = preset if args.level == levels - 1 else f"{preset}_upsampler"
     return PriorTask.from_codes(get_preset(preset), args.codes, args.level, args.batch_size,
                                 labels=not args.no_labels, lyrics=args.lyrics)
 

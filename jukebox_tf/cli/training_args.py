@@ -19,6 +19,19 @@ def add_training_arguments(p) -> None:
                    help="compute in float16 (loss-scaled; GPUs) or bfloat16 (TPUs, recent "
                         "GPUs, CPUs with AMX such as Xeon Sapphire Rapids); weights stay "
                         "float32")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay (AdamW: w -= lr * decay * w each step; 0.01 is "
+                        "a usual value for fine-tuning)")
+    p.add_argument("--decay", choices=("linear", "cosine", "constant"), default="linear",
+                   help="learning rate after the warm-up: linear or cosine anneal to 0 at the "
+                        "last step (default linear), or constant")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from the weights of RUN (a run of this command or of "
+                        "import-weights): its configuration, step 0, a fresh optimizer; "
+                        "options that would change the architecture are refused")
+    p.add_argument("--freeze", nargs="+", metavar="PART",
+                   help="parts training leaves unchanged bit for bit (see --help of the "
+                        "command for the parts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--local-workers", type=int, default=1, metavar="N",
@@ -54,10 +67,43 @@ def train_config(args):
 
     return TrainConfig(
         steps=args.steps, global_batch_size=args.batch_size, learning_rate=args.lr,
-        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)),
+        warmup_steps=min(args.warmup_steps, max(args.steps // 10, 0)), decay=args.decay,
+        weight_decay=args.weight_decay,
         ema_decay=args.ema_decay or None, mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         media_every=args.media_every, seed=args.seed)
+
+
+def refuse_with_init_from(args, flags: dict[str, str]) -> None:
+    """With --init-from, the architecture is RUN's: refuse `flags` ({dest: "--flag"}) given."""
+    from jukebox_tf.errors import JukeboxError
+
+    given = [flag for dest, flag in flags.items() if getattr(args, dest) not in (None, False)]
+    if given:
+        raise JukeboxError(f"--init-from {args.init_from}: the model's architecture comes from "
+                           f"that run; {', '.join(given)} would change it (leave "
+                           f"{'it' if len(given) == 1 else 'them'} out)")
+
+
+def resumed_start(args, saved: dict) -> tuple[dict | None, list[str]]:
+    """(init_from, freeze) of a run being resumed, from its task.json `saved`; refuses
+    --init-from or --freeze that differ from what the run started with."""
+    from jukebox_tf.errors import JukeboxError
+
+    init, freeze = saved.get("init_from"), list(saved.get("freeze", []))
+    if args.init_from and (init is None or not _same_path(init["run"], args.init_from)):
+        raise JukeboxError(f"--resume: {args.out} did not start from {args.init_from} "
+                           f"({'from ' + init['run'] if init else 'from scratch'})")
+    if args.freeze is not None and list(args.freeze) != freeze:
+        raise JukeboxError(f"--resume: {args.out} freezes {' '.join(freeze) or 'nothing'}; "
+                           f"resume with the same --freeze, or without it")
+    return init, freeze
+
+
+def _same_path(a: str, b: str) -> bool:
+    from jukebox_tf import storage
+
+    return storage.abspath(a).rstrip("/") == storage.abspath(b).rstrip("/")
 
 
 def print_run_location(run_dir: str) -> None:

@@ -14,8 +14,11 @@ def register(subparsers) -> None:
         description="Train the 3-level VQ-VAE with the strategy-aware loop (TF_CONFIG selects "
         "multi-worker). Checkpoints, TensorBoard logs and the config go to --out.")
     p.add_argument("--data", required=True, help="dataset folder from `jukebox-tf ingest`")
-    p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"))
+    p.add_argument("--preset", choices=("tiny", "small", "paper"), help="default small")
     add_training_arguments(p)
+    p.epilog = ("--freeze parts of a VQ-VAE: encoder, decoder, codebook (every level's; "
+                "freezing encoder and codebook keeps the codes of the starting model while "
+                "the decoders learn your music)")
     p.add_argument("--sample-length", type=int, help="training window in samples "
                    "(default: the preset's)")
     p.set_defaults(func=train)
@@ -55,27 +58,15 @@ def add_precision_argument(parser) -> None:
 
 
 def train(args) -> int:
-    import dataclasses
-    import json
-
     from jukebox_tf.training import strategy_from_env
     from jukebox_tf.training import train as train_loop
-    from jukebox_tf.vqvae import get_preset
-    from jukebox_tf.vqvae.task import VQVAETask
 
     spawned = spawn_local_workers(args)
     if spawned is not None:
         return spawned
     strategy = strategy_from_env()  # before the task: TF_CONFIG's collectives need a fresh TF
-    config = get_preset(args.preset)
-    if args.sample_length:
-        config = dataclasses.replace(config, sample_length=args.sample_length)
-    saved_stats = None
-    task_json = os.path.join(args.out, "task.json")
-    if args.resume and os.path.isfile(task_json):
-        with open(task_json) as f:
-            saved_stats = json.load(f).get("data_stats") or None  # the normalisers stay fixed
-    task = VQVAETask(config, args.data, args.batch_size, saved_stats)
+    task = _task(args)
+    config = task.config
     metrics = train_loop(task, train_config(args), args.out, strategy=strategy,
                          resume=args.resume, progress=not args.quiet)
     keys = ["step", "loss"] + [f"spectral_convergence_db/l{l}" for l in range(config.levels)] + [
@@ -84,6 +75,40 @@ def train(args) -> int:
                                              if k in metrics))
     print_run_location(args.out)
     return 0
+
+
+def _task(args):
+    import dataclasses
+    import json
+
+    from jukebox_tf.cli.training_args import refuse_with_init_from, resumed_start
+    from jukebox_tf.errors import JukeboxError
+    from jukebox_tf.vqvae import get_preset
+    from jukebox_tf.vqvae.config import VQVAEConfig
+    from jukebox_tf.vqvae.task import VQVAETask
+
+    if args.init_from:
+        refuse_with_init_from(args, {"preset": "--preset"})
+    elif args.freeze and not args.resume:
+        raise JukeboxError("--freeze keeps parts of a starting model: it needs --init-from")
+    task_json = os.path.join(args.out, "task.json")
+    if args.resume and os.path.isfile(task_json):
+        with open(task_json) as f:
+            saved = json.load(f)
+        init, freeze = resumed_start(args, saved)
+        if init:  # the starting run's architecture, as saved
+            return VQVAETask(VQVAEConfig.from_dict(saved["vqvae"]), args.data, args.batch_size,
+                             saved.get("data_stats"), init["run"], freeze)
+        saved_stats = saved.get("data_stats") or None  # the normalisers stay fixed
+    elif args.init_from:
+        return VQVAETask.from_run(args.init_from, args.data, args.batch_size,
+                                  args.freeze or (), args.sample_length)
+    else:
+        saved_stats = None
+    config = get_preset(args.preset or "small")
+    if args.sample_length:
+        config = dataclasses.replace(config, sample_length=args.sample_length)
+    return VQVAETask(config, args.data, args.batch_size, saved_stats)
 
 
 def reconstruct(args) -> int:

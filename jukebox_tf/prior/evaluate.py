@@ -24,6 +24,8 @@ import tensorflow as tf
 
 from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
+from jukebox_tf.prior import finetune
+from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.prior.task import CodesData, PriorTask
 
 
@@ -42,15 +44,19 @@ def window_starts(task: PriorTask) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_prior(prior, codes: str | CodesData, batch_size: int = 8,
-                   max_windows: int | None = None) -> dict:
+                   max_windows: int | None = None, vocab: LabelVocab | None = None) -> dict:
     """{"bits_per_token", "tokens", "windows"} of `prior` (a TopLevelPrior or Upsampler) over
     the codes folder (or CodesData holding the prior's level and, for an upsampler, the
-    level above) `codes`: the first `max_windows` windows when given."""
+    level above) `codes`: the first `max_windows` windows when given. vocab: the prior's
+    label names when its ids are not the codes' (a fine-tuned prior, or codes of other
+    music): the codes' names are looked up in it, unknown ones as id 0."""
     config = prior.config
-    if isinstance(codes, CodesData):
-        task = PriorTask(config, None, batch_size, data=codes)
-    else:
-        task = PriorTask(config, codes, batch_size)
+    if not isinstance(codes, CodesData):
+        levels = [config.level] + [config.level + 1] * config.is_upsampler
+        codes = CodesData.load(codes, levels)
+    if vocab is not None and config.labels:
+        codes = finetune.relabel(codes, vocab, None, unknown_ok=True)
+    task = PriorTask(config, None, batch_size, data=codes)
     missing = [lv for lv in task.levels_needed if lv not in task.data.levels]
     if missing:
         raise JukeboxError(f"the codes given hold no level(s) {missing}, which the level-"

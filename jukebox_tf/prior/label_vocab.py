@@ -18,6 +18,7 @@ Several names may stand for one id (aliases: the released files map 'various' an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Sequence
 
@@ -99,6 +100,18 @@ class LabelVocab:
         table = self.genre_table()
         return [(key, table.get(key)) for key in genre_keys(text, self.scheme)]
 
+    def extended(self, artists: Sequence[str], genres: Sequence[str]
+                 ) -> tuple["LabelVocab", list[int], list[int]]:
+        """(this vocabulary with the names it does not know appended, each of `artists`' id
+        in it, each of `genres`' id in it): `artists` and `genres` are a dataset's names by
+        id (id 0 = unknown, which stays 0). A name this vocabulary knows, by its scheme's
+        keys, keeps its id; a new name gets the next id (one per key)."""
+        key = functools.partial(artist_key, scheme=self.scheme)
+        new_artists, artist_ids = _extend(self.artists, self.artist_table(), artists, key)
+        new_genres, genre_ids = _extend(self.genres, self.genre_table(), genres, key)
+        return (dataclasses.replace(self, artists=new_artists, genres=new_genres), artist_ids,
+                genre_ids)
+
     def to_codes_info(self) -> dict:
         """The fields a prior run's task.json `codes` holds."""
         return {"artists": list(self.artists), "genres": list(self.genres),
@@ -113,6 +126,17 @@ class LabelVocab:
                    tuple(codes.get("genres") or (UNKNOWN,)), codes.get("label_names", "words"),
                    tuple((k, int(v)) for k, v in (aliases.get("artists") or {}).items()),
                    tuple((k, int(v)) for k, v in (aliases.get("genres") or {}).items()))
+
+
+def _extend(names: Sequence[str], table: dict[str, int], more: Sequence[str], key
+            ) -> tuple[tuple[str, ...], list[int]]:
+    names, ids = list(names), [0]
+    for name in more[1:]:
+        if key(name) not in table:
+            table[key(name)] = len(names)
+            names.append(name)
+        ids.append(table[key(name)])
+    return tuple(names), ids[:len(more)]
 
 
 def _table(names: Sequence[str], aliases, key) -> dict[str, int]:

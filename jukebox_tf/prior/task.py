@@ -25,10 +25,12 @@ import tensorflow as tf
 
 from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
-from jukebox_tf.prior import lyrics as lyrics_lib
+from jukebox_tf.prior import finetune, lyrics as lyrics_lib
 from jukebox_tf.prior.config import LYRIC_LAYOUTS, PriorConfig
+from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
 from jukebox_tf.prior.prior import build_prior
+from jukebox_tf.training.warm_start import starting_checkpoint, warm_start
 from jukebox_tf.vqvae.codes import codes_feature_spec, load_codes_manifest
 
 # What task.json keeps of the codes manifest: what sampling needs to turn codes into audio
@@ -178,15 +180,27 @@ class PriorTask:
     name = "prior"
 
     def __init__(self, config: PriorConfig, codes_dir: str | None, global_batch_size: int,
-                 data: CodesData | None = None, codes_info: dict | None = None):
+                 data: CodesData | None = None, codes_info: dict | None = None,
+                 vocab: LabelVocab | None = None, init_from: dict | None = None,
+                 freeze: Sequence[str] = ()):
+        """vocab: the label names of the model when they are not the codes' own (a fine-tuned
+        model's; the codes' ids are mapped onto them). init_from: {"run": run dir, "labels":
+        "map" or "replace"} to start from that run's weights (finetune.py). freeze: the
+        parts training leaves unchanged (finetune.FREEZABLE)."""
         self.config, self.codes_dir, self.global_batch_size = config, codes_dir, global_batch_size
         if data is None and codes_dir is not None:
             data = CodesData.load(codes_dir, self.levels_needed)
+        if data is not None and vocab is not None:
+            data = finetune.relabel(data, vocab, codes_dir)
         self.data = data
         if data is not None:
             codes_info = {k: data.manifest.get(k) for k in MANIFEST_KEYS}
+            if vocab is not None:
+                codes_info.update(vocab.to_codes_info())
             self._check(codes_info)
         self.codes_info = codes_info or {}
+        self.init_from, self.freeze = init_from, tuple(freeze)
+        finetune.check_freeze(self.freeze, config)
         self._tensors = None
 
     @classmethod
@@ -198,6 +212,29 @@ class PriorTask:
         data = CodesData.load(codes_dir, levels)
         config = prior_config_for_codes(base, data, level, labels, lyrics)
         return cls(config, codes_dir, global_batch_size, data)
+
+    @classmethod
+    def from_run(cls, run_dir: str, codes_dir: str, level: int, global_batch_size: int,
+                 labels: str = "map", freeze: Sequence[str] = ()) -> "PriorTask":
+        """A task that fine-tunes the prior of `run_dir` (a train-prior or import-weights run)
+        on the codes of `codes_dir`: the run's configuration, label vocabulary extended by
+        the codes' names (labels="map") or replaced by them ("replace"); see finetune.py."""
+        saved = prior_run_info(run_dir)
+        starting_checkpoint(run_dir)
+        config = PriorConfig.from_dict(saved["prior"])
+        if config.level != level:
+            raise JukeboxError(f"--init-from {run_dir}: a prior of level {config.level}, not "
+                               f"of level {level}")
+        manifest = load_codes_manifest(codes_dir)
+        finetune.check_codes_match(run_dir, saved["codes"], codes_dir, manifest)
+        vocab = None
+        if config.labels:
+            vocab = finetune.fine_tune_vocab(saved["codes"], manifest, labels)
+            config = dataclasses.replace(config, artist_bins=len(vocab.artists),
+                                         genre_bins=len(vocab.genres))
+        return cls(config, codes_dir, global_batch_size, vocab=vocab,
+                   init_from={"run": storage.abspath(run_dir), "labels": labels},
+                   freeze=freeze)
 
     @property
     def _tokenizer(self) -> lyrics_lib.LyricsTokenizer:
@@ -251,6 +288,21 @@ class PriorTask:
         out = model(batch, training=training, return_logits=False)
         return out["loss"], out["metrics"]
 
+    def warm_start(self, model) -> None:
+        if self.init_from is None:
+            return
+        tables = []
+        if self.config.labels:
+            tables = [model.label_conditioner.artist_emb, model.label_conditioner.genre_emb]
+        if self.init_from["labels"] == "replace":
+            warm_start(model, self.init_from["run"], skip=tables)
+        else:
+            warm_start(model, self.init_from["run"],
+                       adapt=[(t, finetune.mean_rows(t.shape[0])) for t in tables])
+
+    def frozen_variables(self, model) -> list:
+        return finetune.frozen_variables(model, self.freeze)
+
     def media_summaries(self, model, batch, step: int) -> None:
         """Histograms of the target codes and the model's most likely codes."""
         out = model(batch, training=False)
@@ -260,10 +312,15 @@ class PriorTask:
                              buckets=bins)
 
     def config_dict(self) -> dict:
-        return {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and storage.abspath(
-                    self.codes_dir), "global_batch_size": self.global_batch_size,
-                "codes": {"level": self.config.level, **self.codes_info},
-                "lyrics_vocab": self._tokenizer.vocab}
+        saved = {"prior": self.config.to_dict(), "codes_dir": self.codes_dir and storage.abspath(
+                     self.codes_dir), "global_batch_size": self.global_batch_size,
+                 "codes": {"level": self.config.level, **self.codes_info},
+                 "lyrics_vocab": self._tokenizer.vocab}
+        if self.init_from is not None:
+            saved["init_from"] = self.init_from
+        if self.freeze:
+            saved["freeze"] = list(self.freeze)
+        return saved
 
     # -- windows -----------------------------------------------------------------------------
 

@@ -18,11 +18,15 @@ class ExponentialMovingAverage(tf.Module):
     the start would leave 0.999^t of the random initial weights in the average (47% after 760
     steps), so short runs would evaluate and export noise. Create it inside `strategy.scope()`
     so the shadows are mirrored like the weights; they start equal to the weights.
+
+    `frozen`: indices of `variables` that training does not change; their shadows keep the
+    value they have (after `reset`) bit for bit, where d * w + (1 - d) * w may round.
     """
 
-    def __init__(self, variables, decay: float):
+    def __init__(self, variables, decay: float, frozen=()):
         super().__init__(name="ema")
         self.decay = float(decay)
+        self._frozen = frozenset(frozen)
         # The scope's strategy: update() runs outside the scope, where get_strategy() is the
         # default one.
         self._strategy = tf.distribute.get_strategy()
@@ -38,9 +42,16 @@ class ExponentialMovingAverage(tf.Module):
         def step(shadow, weight):
             return shadow.assign(decay * shadow + (1.0 - decay) * tf.cast(weight, shadow.dtype))
 
-        for shadow, weight in zip(self.shadows, variables):
-            self._strategy.extended.update(shadow, step, args=(tf_variable(weight),), group=False)
+        for i, (shadow, weight) in enumerate(zip(self.shadows, variables)):
+            if i not in self._frozen:
+                self._strategy.extended.update(shadow, step, args=(tf_variable(weight),),
+                                               group=False)
         self.updates.assign_add(1)
+
+    def reset(self, variables):
+        """Makes the shadows equal to `variables` again (after the weights were loaded)."""
+        for shadow, weight in zip(self.shadows, variables):
+            shadow.assign(tf_variable(weight).read_value())
 
     def copy_to(self, variables):
         """Overwrites `variables` with the averages (for evaluation or export)."""

@@ -58,6 +58,10 @@ def train(task, config: TrainConfig, run_dir: str, *,
         state = _TrainState.build(task, config, strategy)
         if latest:
             checkpoints.restore(state.checkpoint, latest)
+        elif hasattr(task, "warm_start"):
+            task.warm_start(state.model)  # another run's weights, if the task starts from one
+            if state.ema is not None:
+                state.ema.reset(state.model.trainable_variables)
         _check_workers_agree(strategy, int(state.step.numpy()), ckpt_dir)
         if chief:
             checkpoints.remove_partial_saves(ckpt_dir)
@@ -110,9 +114,7 @@ def compiled_step(task, config: TrainConfig, strategy: tf.distribute.Strategy | 
         state = _TrainState.build(task, config, strategy)
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda ctx: task.dataset(ctx, config.seed)))
-    step = TrainStep(task, state.model, state.optimizer, config, strategy, state.ema,
-                     state.step, state.skipped)
-    return step, iterator, state.model
+    return TrainStep(task, state, config, strategy), iterator, state.model
 
 
 def model_variables(model: keras.Model) -> dict:
@@ -141,7 +143,8 @@ def dataset_seed(seed: int, start_step: int) -> int:
 
 @dataclasses.dataclass
 class _TrainState:
-    """Everything a checkpoint holds, created under the strategy's scope."""
+    """Everything a checkpoint holds, created under the strategy's scope; `updated`: the
+    trainable variables the optimizer changes (those the task does not freeze)."""
 
     model: keras.Model
     optimizer: keras.optimizers.Optimizer
@@ -149,16 +152,27 @@ class _TrainState:
     step: tf.Variable
     skipped: tf.Variable
     checkpoint: tf.train.Checkpoint
+    updated: list
 
     @classmethod
     def build(cls, task, config: TrainConfig, strategy) -> _TrainState:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
             model = task.build()
+            trainable = model.trainable_variables
+            # Frozen variables stay trainable in Keras' sense, so the EMA and its checkpoint
+            # keys are those of an unfrozen run; they get no gradient, update or decay.
+            frozen = {id(v) for v in (task.frozen_variables(model)
+                                      if hasattr(task, "frozen_variables") else ())}
+            updated = [v for v in trainable if id(v) not in frozen]
+            if not updated:
+                raise JukeboxError("every trainable variable is frozen: nothing to train")
             optimizer = build_optimizer(config)
             # Now, not lazily inside the compiled step, where no variable may be created.
-            optimizer.build(model.trainable_variables)
-            ema = (ExponentialMovingAverage(model.trainable_variables, config.ema_decay)
+            optimizer.build(updated)
+            ema = (ExponentialMovingAverage(
+                trainable, config.ema_decay,
+                frozen=[i for i, v in enumerate(trainable) if id(v) in frozen])
                    if config.ema_decay is not None else None)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
@@ -166,7 +180,8 @@ class _TrainState:
                        skipped=skipped)
         if ema is not None:
             tracked["ema"] = ema
-        return cls(model, optimizer, ema, step, skipped, tf.train.Checkpoint(**tracked))
+        return cls(model, optimizer, ema, step, skipped, tf.train.Checkpoint(**tracked),
+                   updated)
 
 
 class _Loop:
@@ -198,8 +213,7 @@ class _Loop:
         seed = dataset_seed(config.seed, self.start)
         iterator = iter(self.strategy.distribute_datasets_from_function(
             lambda ctx: self.task.dataset(ctx, seed)))
-        train_step = TrainStep(self.task, self.state.model, self.state.optimizer, config,
-                               self.strategy, self.state.ema, self.state.step, self.state.skipped)
+        train_step = TrainStep(self.task, self.state, config, self.strategy)
         bar = tqdm(total=config.steps, initial=self.start, unit="step", dynamic_ncols=True,
                    disable=not self.progress)
         step, window = self.start, (self.start, time.perf_counter())

@@ -14,7 +14,6 @@ import keras
 import tensorflow as tf
 
 from jukebox_tf.training.config import TrainConfig
-from jukebox_tf.training.ema import ExponentialMovingAverage
 from jukebox_tf.training.optimizer import inner_optimizer
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -30,12 +29,13 @@ class TrainStep:
     the step trained on (returning it costs nothing and gives media summaries real inputs).
     """
 
-    def __init__(self, task, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 config: TrainConfig, strategy: tf.distribute.Strategy,
-                 ema: ExponentialMovingAverage | None, step: tf.Variable, skipped: tf.Variable):
-        self.task, self.model, self.strategy, self.ema = task, model, strategy, ema
+    def __init__(self, task, state, config: TrainConfig, strategy: tf.distribute.Strategy):
+        """state: the loop's _TrainState (model, optimizer, ema, step, skipped, updated)."""
+        self.task, self.model, self.strategy, self.ema = task, state.model, strategy, state.ema
+        self.variables = state.updated
         self.clip_norm = config.clip_norm
-        self.step, self.skipped = step, skipped
+        self.step, self.skipped = state.step, state.skipped
+        optimizer = state.optimizer
         self.loss_scaler = optimizer if isinstance(
             optimizer, keras.optimizers.LossScaleOptimizer) else None
         self.optimizer = inner_optimizer(optimizer)
@@ -66,7 +66,7 @@ class TrainStep:
 
     def _gradients(self, batch, stop):
         ctx = tf.distribute.get_replica_context()
-        variables = self.model.trainable_variables
+        variables = self.variables
         with tf.GradientTape() as tape:
             loss, metrics = self.task.loss(self.model, batch, training=True)
             loss = tf.cast(loss, tf.float32)

@@ -1,6 +1,6 @@
 """What the training loop needs from a model: the `Task` protocol.
 
-A task may also define two optional methods, looked up with `hasattr`:
+A task may also define optional methods, looked up with `hasattr`:
 
     media_summaries(model, batch, step) -> None
         Called eagerly on the chief every `TrainConfig.media_every` steps, with a tf.summary
@@ -8,6 +8,12 @@ A task may also define two optional methods, looked up with `hasattr`:
         histograms with `tf.summary.*` (the step is already set).
     config_dict() -> dict
         A JSON-able description of the task, saved as run_dir/task.json.
+    warm_start(model) -> None
+        Called once at step 0 of a run that has no checkpoint yet, after `build`: sets the
+        weights from another run (fine-tuning; training/warm_start.py) or does nothing.
+    frozen_variables(model) -> list
+        Trainable variables that training leaves unchanged bit for bit (no gradient, no
+        update, no weight decay; their EMA stays their value).
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ class BottleneckBlock(keras.layers.Layer):
         super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
         self.k_bins, self.emb_width, self.mu, self.threshold, self.seed = (
             k_bins, emb_width, mu, threshold, seed)
+        self.frozen = False  # True: training neither updates nor restarts the codebook
 
     def build(self, input_shape=None):
         # ONLY_FIRST_REPLICA: replicas compute identical values (all-reduced statistics, shared
@@ -144,7 +145,7 @@ class BottleneckBlock(keras.layers.Layer):
         flat = tf.reshape(x, [-1, self.emb_width])
         metrics = {"prenorm": tf.norm(flat - tf.reduce_mean(flat)) / tf.sqrt(
             tf.cast(tf.size(flat), tf.float32))}
-        if training:
+        if training and not self.frozen:
             codes, metrics["fit"], update = self.update_codebook(flat, *_replica_info())
             counts = update.pop("batch_count")
             metrics.update(update)

@@ -7,10 +7,15 @@ are computed once from the training data before the first step and saved with th
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
 import tensorflow as tf
 
+from jukebox_tf import storage
 from jukebox_tf.audio.dataset import load_manifest, make_dataset
 from jukebox_tf.errors import JukeboxError
+from jukebox_tf.training.warm_start import starting_checkpoint, warm_start
 from jukebox_tf.vqvae import losses
 from jukebox_tf.vqvae.config import VQVAEConfig
 from jukebox_tf.vqvae.vqvae import build_vqvae
@@ -39,23 +44,62 @@ def check_dataset(data_dir: str, config: VQVAEConfig) -> dict:
     return manifest
 
 
+FREEZABLE = ("encoder", "decoder", "codebook")
+
+
 class VQVAETask:
+    """init_from: a VQ-VAE run directory to start from (its weights, not its optimizer; the
+    loss normalisers are the new data's). freeze: parts training leaves unchanged (FREEZABLE:
+    every level's encoders, decoders, or codebooks; frozen codebooks get no EMA update or
+    restart, so with the encoders frozen too the codes stay those of the starting model)."""
+
     name = "vqvae"
 
     def __init__(self, config: VQVAEConfig, data_dir: str | None, global_batch_size: int,
-                 data_stats: dict | None = None):
+                 data_stats: dict | None = None, init_from: str | None = None,
+                 freeze: Sequence[str] = ()):
         self.config, self.data_dir, self.global_batch_size = config, data_dir, global_batch_size
         if data_dir is not None:
             check_dataset(data_dir, config)
             # Before training starts, so that task.json (written first) records them.
             data_stats = data_stats or compute_data_statistics(data_dir, config)
         self.data_stats = data_stats or None
+        unknown = [name for name in freeze if name not in FREEZABLE]
+        if unknown:
+            raise JukeboxError(f"--freeze {' '.join(unknown)}: not a part of a VQ-VAE; choose "
+                               f"from {', '.join(FREEZABLE)}")
+        self.init_from, self.freeze = init_from, tuple(freeze)
+
+    @classmethod
+    def from_run(cls, run_dir: str, data_dir: str, global_batch_size: int,
+                 freeze: Sequence[str] = (), sample_length: int | None = None) -> "VQVAETask":
+        """A task that fine-tunes the VQ-VAE of `run_dir` on the dataset `data_dir`."""
+        from jukebox_tf.training.run_dir import read_task_json
+
+        saved = read_task_json(run_dir, "vqvae", "VQ-VAE", "train-vqvae")
+        starting_checkpoint(run_dir)
+        config = VQVAEConfig.from_dict(saved["vqvae"])
+        if sample_length:
+            config = dataclasses.replace(config, sample_length=sample_length)
+        return cls(config, data_dir, global_batch_size, init_from=storage.abspath(run_dir),
+                   freeze=freeze)
 
     def build(self):
         model = build_vqvae(self.config)
         if self.data_stats is not None:
             model.set_data_statistics(self.data_stats)
+        for bottleneck in model.bottlenecks:
+            bottleneck.frozen = "codebook" in self.freeze
         return model
+
+    def warm_start(self, model) -> None:
+        if self.init_from is not None:
+            warm_start(model, self.init_from, skip=[model.data_stats])
+
+    def frozen_variables(self, model) -> list:
+        parts = [model.encoders] * ("encoder" in self.freeze) + [
+            model.decoders] * ("decoder" in self.freeze)
+        return [v for layers in parts for layer in layers for v in layer.trainable_variables]
 
     def dataset(self, input_context, seed: int):
         ds = make_dataset(self.data_dir, batch_size=self.global_batch_size,
@@ -87,9 +131,14 @@ class VQVAETask:
         tf.summary.image("spectrogram/reconstructions", image[None], step=step)
 
     def config_dict(self) -> dict:
-        return {"vqvae": self.config.to_dict(), "data_dir": self.data_dir,
-                "global_batch_size": self.global_batch_size,
-                "data_stats": {k: float(v) for k, v in (self.data_stats or {}).items()}}
+        saved = {"vqvae": self.config.to_dict(), "data_dir": self.data_dir,
+                 "global_batch_size": self.global_batch_size,
+                 "data_stats": {k: float(v) for k, v in (self.data_stats or {}).items()}}
+        if self.init_from is not None:
+            saved["init_from"] = {"run": self.init_from}
+        if self.freeze:
+            saved["freeze"] = list(self.freeze)
+        return saved
 
 
 
