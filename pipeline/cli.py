@@ -3,6 +3,7 @@
     jukebox-tf pipeline run --data AUDIO_DIR --root PIPELINE_ROOT [--preset tiny|small]
         [--vqvae-steps N] [--prior-steps N] [--upsampler-steps N] [--serving-dir DIR]
         [--metadata FILE] [--strict] [--beam-arg=--direct_num_workers=2 ...] [--no-cache]
+        [--vqvae-from RUN] [--upsamplers-from RUN_L1 RUN_L0] [--top-prior-from RUN]
     jukebox-tf pipeline compile --kubeflow --image IMAGE -o pipeline.json --root gs://...
         [--data gs://...] [--serving-dir gs://...] [--preset ...]
 
@@ -64,16 +65,42 @@ def _common(p) -> None:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N",
                        help=f"override the preset's {flag.replace('_', ' ')}")
     add_strict_option(p)
+    p.add_argument("--sample-rate", type=int, metavar="HZ",
+                   help="ingest at HZ (default: the preset's, or the --vqvae-from VQ-VAE's)")
+    p.add_argument("--vqvae-from", metavar="RUN",
+                   help="use this VQ-VAE run (e.g. an import-weights run) instead of training "
+                        "one: it enters through an Importer and CodeGen encodes with it")
+    p.add_argument("--upsamplers-from", nargs=2, metavar="RUN",
+                   help="use these upsampler runs (level 1, then level 0) instead of training")
+    p.add_argument("--top-prior-from", metavar="RUN",
+                   help="fine-tune this top-prior run on the music instead of training one "
+                        "from scratch; the Evaluator blesses the result only when it beats "
+                        "this prior's bits per token on the eval split")
+    p.add_argument("--labels", choices=("map", "replace"), default="map",
+                   help="with --top-prior-from: map the music's artist and genre names onto "
+                        "the run's (default) or replace its label embeddings")
     p.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                    help="a Beam pipeline option for every Beam component, e.g. "
                         "--beam-arg=--direct_num_workers=2 (repeatable)")
 
 
-def config_from_args(args):
+def config_from_args(args, read_runs: bool = True):
+    """The PipelineConfig of the options. read_runs: take the sample rate from the
+    --vqvae-from run when --sample-rate is not given (off when compiling for a cluster)."""
     from pipeline.configs import get_config
 
     overrides = {f: getattr(args, f) for f in STEP_FLAGS if getattr(args, f) is not None}
-    return get_config(args.preset, strict_ingest=args.strict, **overrides)
+    sample_rate = args.sample_rate
+    if sample_rate is None and args.vqvae_from and read_runs:
+        from jukebox_tf.sampling.runs import read_vqvae_config
+
+        sample_rate = read_vqvae_config(args.vqvae_from, "--vqvae-from").sample_rate
+    if sample_rate is not None:
+        overrides["sample_rate"] = sample_rate
+    return get_config(args.preset, strict_ingest=args.strict, vqvae_from=args.vqvae_from,
+                      upsamplers_from=tuple(args.upsamplers_from or ()),
+                      top_prior_from=args.top_prior_from, top_prior_labels=args.labels,
+                      **overrides)
 
 
 def main(args) -> int:
@@ -106,7 +133,8 @@ def compile_spec(args) -> int:
     from pipeline.kubeflow_v2_runner import compile_pipeline
 
     compile_pipeline(args.output, image=args.image, pipeline_root=args.root,
-                     config=config_from_args(args), data_root=args.data,
+                     config=config_from_args(args, read_runs=False),
+                     data_root=args.data,
                      serving_model_dir=args.serving_dir, beam_pipeline_args=args.beam_arg)
     print(f"wrote {args.output} (image {args.image}); submit it as BUILD.md shows")
     return 0

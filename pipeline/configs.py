@@ -34,11 +34,21 @@ class PipelineConfig:
     max_eval_chunks: int = 64
     model_name: str = MODEL_NAME
     strict_ingest: bool = False  # reject truncated files instead of keeping what decodes
+    # Runs brought in through Importer nodes instead of training (imported_runs.py): the
+    # VQ-VAE and the upsamplers are used as they are, the top prior is fine-tuned.
+    vqvae_from: str | None = None
+    upsamplers_from: tuple[str, ...] = ()
+    top_prior_from: str | None = None
+    top_prior_labels: str = "map"  # fine-tuning: map the data's names onto the run's, or replace
 
     def __post_init__(self):
         for field in ("vqvae_steps", "prior_steps", "upsampler_steps"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if self.top_prior_labels not in ("map", "replace"):
+            raise ValueError(f"top_prior_labels must be 'map' or 'replace', got "
+                             f"{self.top_prior_labels!r}")
+        object.__setattr__(self, "upsamplers_from", tuple(self.upsamplers_from))
         if not 0 < self.eval_ratio < 1:
             raise ValueError(f"eval_ratio must be in (0, 1), got {self.eval_ratio}")
         for field in ("sample_rate", "vqvae_batch_size", "prior_batch_size", "code_batch_size",
@@ -53,9 +63,12 @@ class PipelineConfig:
 
     def prior_custom_config(self, level: int, top_level: int) -> dict:
         preset = self.preset if level == top_level else f"{self.preset}_upsampler"
-        return {"preset": preset, "level": level, "batch_size": self.prior_batch_size,
-                "train": self._train(self.prior_batch_size, self.prior_learning_rate,
-                                     self.prior_steps_of(level, top_level))}
+        custom = {"preset": preset, "level": level, "batch_size": self.prior_batch_size,
+                  "train": self._train(self.prior_batch_size, self.prior_learning_rate,
+                                       self.prior_steps_of(level, top_level))}
+        if level == top_level and self.top_prior_from:
+            custom["labels"] = self.top_prior_labels
+        return custom
 
     def prior_steps_of(self, level: int, top_level: int) -> int:
         return self.prior_steps if level == top_level else self.upsampler_steps

@@ -60,10 +60,16 @@ def compile_pipeline(output_path: str, *, image: str, pipeline_root: str, config
     _check_location("pipeline_root", pipeline_root, remote=True)
     _check_location("data_root", data_root, remote=False)
     _check_location("serving_model_dir", serving_model_dir, remote=False)
+    imported = {"vqvae_from": config.vqvae_from, "top_prior_from": config.top_prior_from,
+                **{f"upsamplers_from[{i}]": run for i, run in enumerate(config.upsamplers_from)}}
+    for name, run in imported.items():
+        if run:
+            _check_location(name, run, remote=False)
 
+    # The containers read the imported runs; this machine may not reach them.
     pipeline = create_pipeline(pipeline_root=pipeline_root, data_root=data_root, config=config,
                                serving_model_dir=serving_model_dir,
-                               beam_pipeline_args=beam_pipeline_args)
+                               beam_pipeline_args=beam_pipeline_args, check_runs=False)
     out_dir = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(out_dir, exist_ok=True)
     # The runner picks the format by the file's suffix, so the temp name keeps it.

@@ -1,7 +1,8 @@
 """The Kubeflow Pipelines v2 spec (pipeline/kubeflow_v2_runner.py) against a golden file.
 
 The pipeline is compiled once with fixed arguments (GOLDEN_ARGS) and compared, whole, with
-tests/golden/kubeflow_pipeline.json; the other tests read the same spec through kfp's protos
+tests/golden/kubeflow_pipeline.json (and with released runs imported for fine-tuning, with
+kubeflow_pipeline_finetune.json); the other tests read the same spec through kfp's protos
 (every component a task, running the image with its executor class, run_fn and Beam args).
 
 After an intended change to the pipeline or its components, regenerate the golden file with
@@ -24,6 +25,8 @@ import yaml
 from pipeline.configs import get_config
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "kubeflow_pipeline.json")
+FINETUNE_GOLDEN = os.path.join(os.path.dirname(__file__), "golden",
+                               "kubeflow_pipeline_finetune.json")
 REGENERATE_ENV = "JUKEBOX_REGENERATE_GOLDEN"
 REGENERATE_CMD = (f"make golden  (or: {REGENERATE_ENV}=1 PYTHONPATH=. python -m pytest "
                   f"tests/test_pipeline_kubeflow.py)")
@@ -92,13 +95,7 @@ def compiled(tmp_path_factory):
     from pipeline.kubeflow_v2_runner import compile_pipeline
 
     path = str(tmp_path_factory.mktemp("kubeflow") / "pipeline.json")
-    job = compile_pipeline(path, **GOLDEN_ARGS)
-    if os.environ.get(REGENERATE_ENV) == "1":
-        from jukebox_tf.audio.records import AtomicWriter
-
-        with AtomicWriter(GOLDEN, "w") as f:
-            f.write(_dump(normalise(job)))
-    return job, path
+    return compile_pipeline(path, **GOLDEN_ARGS), path
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +114,59 @@ def protos(compiled):
     return job_pb, spec, deployment
 
 
-def test_compiled_spec_matches_golden_file(compiled):
-    job, path = compiled
-    with open(path) as f:
-        assert json.load(f) == job, "the written file differs from the returned spec"
-    assert os.path.exists(GOLDEN), f"{GOLDEN} is missing; create it with: {REGENERATE_CMD}"
-    with open(GOLDEN) as f:
+def assert_matches_golden(job: dict, golden_path: str):
+    if os.environ.get(REGENERATE_ENV) == "1":
+        from jukebox_tf.audio.records import AtomicWriter
+
+        with AtomicWriter(golden_path, "w") as f:
+            f.write(_dump(normalise(job)))
+    assert os.path.exists(golden_path), (f"{golden_path} is missing; create it with: "
+                                         f"{REGENERATE_CMD}")
+    with open(golden_path) as f:
         golden = f.read()
     actual = _dump(normalise(job))
     if actual != golden:
         diff = list(difflib.unified_diff(golden.splitlines(), actual.splitlines(),
                                          "golden", "compiled", lineterm="", n=2))
         shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
-        pytest.fail(f"the compiled Kubeflow spec differs from {GOLDEN}; if the change is "
-                    f"intended, regenerate it with: {REGENERATE_CMD}\n{shown}", pytrace=False)
+        pytest.fail(f"the compiled Kubeflow spec differs from {golden_path}; if the change "
+                    f"is intended, regenerate it with: {REGENERATE_CMD}\n{shown}",
+                    pytrace=False)
+
+
+def test_compiled_spec_matches_golden_file(compiled):
+    job, path = compiled
+    with open(path) as f:
+        assert json.load(f) == job, "the written file differs from the returned spec"
+    assert_matches_golden(job, GOLDEN)
+
+
+def test_fine_tune_spec_imports_the_released_runs(tmp_path):
+    """--vqvae-from, --upsamplers-from and --top-prior-from compile to Importer tasks of the
+    given URIs (read in the cluster, not here): no VQ-VAE or upsampler Trainer; the top
+    prior's Trainer gets the imported prior as base_model, the Evaluator as start_prior."""
+    from pipeline.kubeflow_v2_runner import compile_pipeline
+
+    released = "gs://jukebox-golden/released"
+    config = get_config("tiny", sample_rate=44100, vqvae_from=f"{released}/vqvae",
+                        upsamplers_from=(f"{released}/upsampler_1", f"{released}/upsampler_0"),
+                        top_prior_from=f"{released}/prior_5b")
+    job = compile_pipeline(str(tmp_path / "finetune.json"), **dict(GOLDEN_ARGS, config=config))
+    assert_matches_golden(job, FINETUNE_GOLDEN)
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    imports = {"VQVAEImporter": "vqvae", "UpsamplerImporterL1": "upsampler_1",
+               "UpsamplerImporterL0": "upsampler_0", "TopPriorImporter": "prior_5b"}
+    for task, run in imports.items():
+        uri = executors[f"{task}_executor"]["importer"]["artifactUri"]["constantValue"]
+        assert uri["stringValue"] == f"{released}/{run}"
+    assert not {"VQVAETrainer", "UpsamplerTrainerL1", "UpsamplerTrainerL0"} & set(tasks)
+    trainer = tasks["TopPriorTrainer"]["inputs"]["artifacts"]["base_model"]
+    evaluator = tasks["JukeboxEvaluator"]["inputs"]["artifacts"]["start_prior"]
+    for consumer in (trainer, evaluator):
+        assert consumer["taskOutputArtifact"]["producerTask"] == "TopPriorImporter"
+    code_gen = tasks["CodeGen"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert code_gen["producerTask"] == "VQVAEImporter"
 
 
 def test_every_component_is_a_task_of_the_image_with_its_executor(protos):

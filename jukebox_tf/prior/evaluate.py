@@ -83,16 +83,18 @@ def evaluate_prior(prior, codes: str | CodesData, batch_size: int = 8,
     return {"bits_per_token": total / tokens, "tokens": int(tokens), "windows": len(tracks)}
 
 
-def encode_and_evaluate(vqvae, priors: Mapping[int, object], data_dir: str,
-                        batch_size: int = 8, max_windows: int | None = None,
-                        work_dir: str | None = None) -> dict[int, dict]:
+def encode_and_evaluate(vqvae, priors: Mapping, data_dir: str, batch_size: int = 8,
+                        max_windows: int | None = None, work_dir: str | None = None,
+                        vocabs: Mapping | None = None) -> dict:
     """Encodes the audio dataset `data_dir` with `vqvae` into a temporary codes folder (in
-    `work_dir`, local or remote, removed afterwards) and evaluates each prior ({level: prior})
-    on it: {level: evaluate_prior's metrics}."""
+    `work_dir`, local or remote, removed afterwards) and evaluates each prior ({key: prior},
+    e.g. {level: prior}) on it: {key: evaluate_prior's metrics}. vocabs: {key: the prior's
+    LabelVocab} (evaluate_prior's `vocab`), for priors whose label ids are not the data's."""
     from jukebox_tf.vqvae.codes import encode_dataset
 
     if not priors:
         return {}
+    vocabs = vocabs or {}
     with storage.temporary_directory("eval-codes-", work_dir) as tmp:
         codes_dir = os.path.join(tmp, "codes")
         encode_dataset(vqvae, data_dir, codes_dir, batch_size=batch_size, progress=False)
@@ -100,5 +102,5 @@ def encode_and_evaluate(vqvae, priors: Mapping[int, object], data_dir: str,
                          for lv in (p.config.level, p.config.level + 1)
                          if lv < vqvae.config.levels})
         data = CodesData.load(codes_dir, levels)
-        return {level: evaluate_prior(prior, data, batch_size, max_windows)
-                for level, prior in sorted(priors.items())}
+        return {key: evaluate_prior(prior, data, batch_size, max_windows, vocabs.get(key))
+                for key, prior in priors.items()}

@@ -414,6 +414,11 @@ def prior_run_info(run_dir: str) -> dict:
     return read_task_json(run_dir, "prior", "prior", "train-prior")
 
 
+def prior_run_vocab(run_dir: str) -> LabelVocab:
+    """The artist and genre names of a prior run's label ids."""
+    return LabelVocab.from_codes_info(prior_run_info(run_dir).get("codes") or {})
+
+
 def load_prior_run(run_dir: str, use_ema: bool = True):
     """The trained prior of a `train-prior` run directory (EMA weights by default); its run's
     codes information is `prior_run_info(run_dir)["codes"]`."""

@@ -120,7 +120,7 @@ def read_prior_info(run_dir: str, flag: str) -> RunInfo:
     return RunInfo(run_dir, int(config["level"]), config, dict(saved.get("codes") or {}))
 
 
-def _check_against_vqvae(info: RunInfo, vq, flag: str):
+def check_against_vqvae(info: RunInfo, vq, flag: str):
     """The prior must model codes of this VQ-VAE: same levels, hops, codebook and rate."""
     where = f"{flag} {info.run_dir}"
     levels = info.config.get("levels", info.codes.get("levels"))
@@ -171,7 +171,7 @@ def plan_hierarchy(vqvae_dir: str | None, prior_dir: str | None,
     vq = read_vqvae_config(vqvae_dir)
     top = vq.levels - 1
     for info, flag in given:
-        _check_against_vqvae(info, vq, flag)
+        check_against_vqvae(info, vq, flag)
         if flag == "--prior" and info.level != top:
             raise JukeboxError(f"--prior {info.run_dir}: an upsampler (level {info.level}); "
                                f"--prior takes the top-level prior (level {top}), upsamplers go "

@@ -20,7 +20,6 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts
-from tfx.utils import path_utils
 
 CODES_PREFIX = "codes"
 _TOKENS_FILE = "tokens.json"
@@ -64,11 +63,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         from jukebox_tf.audio.dataset import load_manifest
         from jukebox_tf.vqvae.codes import codes_manifest, encode_length, write_codes_manifest
         from jukebox_tf.sampling.runs import read_vqvae_config
+        from pipeline.imported_runs import run_dir_of
 
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
-        run_dir = path_utils.serving_model_path(
-            artifact_utils.get_single_instance(input_dict["model"]).uri)
+        run_dir = run_dir_of(artifact_utils.get_single_instance(input_dict["model"]).uri)
         codes = artifact_utils.get_single_instance(output_dict["codes"])
         config = read_vqvae_config(run_dir)
         splits = artifact_utils.decode_split_names(examples.split_names)

@@ -42,8 +42,10 @@ from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.vqvae.evaluate import metric_key
 from pipeline.components.model_export import run_dirs
+from pipeline.imported_runs import run_dir_of
 
 METRICS_FILE = "metrics.json"
+START_PREFIX = "starting_prior/"  # metrics of the prior a fine-tuned one started from
 SC_DB = "spectral_convergence_db"
 BITS = "bits_per_token"
 
@@ -53,13 +55,16 @@ DEFAULT_BITS_TOLERANCE = 0.05
 
 
 def evaluate_model(model_uri: str, data_dir: str, max_eval_chunks: Optional[int] = None,
-                   max_eval_windows: Optional[int] = None, work_dir: Optional[str] = None
-                   ) -> dict:
+                   max_eval_windows: Optional[int] = None, work_dir: Optional[str] = None,
+                   start_prior: Optional[str] = None) -> dict:
     """The metrics of a ModelExport model (its training runs, `model_export.run_dirs`) on the
     dataset folder `data_dir`: spectral_convergence_db/l<L> (and the ratio) for every VQ-VAE
-    level, bits_per_token/l<L> for every prior level present, "l_bins" and "levels"."""
+    level, bits_per_token/l<L> for every prior level present, "l_bins" and "levels". With
+    `start_prior` (the run a prior was fine-tuned from), also its bits per token on the same
+    codes, as START_PREFIX + bits_per_token/l<L>. Each prior reads the data's artist and genre
+    names in its own vocabulary."""
     from jukebox_tf.prior.evaluate import encode_and_evaluate
-    from jukebox_tf.prior.task import load_prior_run
+    from jukebox_tf.prior.task import load_prior_run, prior_run_vocab
     from jukebox_tf.vqvae.evaluate import evaluate_vqvae
     from jukebox_tf.vqvae.task import load_vqvae_run
 
@@ -67,13 +72,18 @@ def evaluate_model(model_uri: str, data_dir: str, max_eval_chunks: Optional[int]
     vqvae = load_vqvae_run(runs["vqvae"])
     metrics = {"levels": vqvae.config.levels, "l_bins": vqvae.config.l_bins}
     metrics.update(evaluate_vqvae(vqvae, data_dir, max_chunks=max_eval_chunks))
-    priors = {level: load_prior_run(runs[f"level{level}"])
-              for level in range(vqvae.config.levels)
-              if storage.isdir(runs.get(f"level{level}", ""))}
-    for level, result in encode_and_evaluate(vqvae, priors, data_dir,
-                                             max_windows=max_eval_windows,
-                                             work_dir=work_dir).items():
-        metrics[metric_key(BITS, level)] = result[BITS]
+    prior_runs = {level: runs[f"level{level}"] for level in range(vqvae.config.levels)
+                  if storage.isdir(runs.get(f"level{level}", ""))}
+    if start_prior:
+        prior_runs[START_PREFIX] = start_prior
+    priors = {key: load_prior_run(run) for key, run in prior_runs.items()}
+    vocabs = {key: prior_run_vocab(run) for key, run in prior_runs.items()}
+    results = encode_and_evaluate(vqvae, priors, data_dir, max_windows=max_eval_windows,
+                                  work_dir=work_dir, vocabs=vocabs)
+    for key, result in results.items():
+        level = priors[key].config.level
+        metrics[metric_key(BITS, level) if key != START_PREFIX
+                else START_PREFIX + metric_key(BITS, level)] = result[BITS]
     return metrics
 
 
@@ -99,7 +109,8 @@ def run_checks(current: dict, baseline: Optional[dict], max_sc_db: Sequence[Opti
                bits_tolerance: float) -> list[dict]:
     """Every threshold and baseline check as a dict (see the module docstring). max_sc_db[L]
     and max_bits[L]: the limit of level L (None: the default, SC per DEFAULT_MAX_SC_DB, bits
-    below log2(l_bins), i.e. better than a uniform guess)."""
+    below log2(l_bins), i.e. better than a uniform guess). A fine-tuned prior (`current` has
+    its starting prior's START_PREFIX metric) must also beat its starting prior, strictly."""
     checks = []
     for level in range(current["levels"]):
         key = metric_key(SC_DB, level)
@@ -125,6 +136,11 @@ def run_checks(current: dict, baseline: Optional[dict], max_sc_db: Sequence[Opti
         checks.append(_check(f"threshold {key}", key, value, limit, ok,
                              f"{key} = {value:.3f} is {words} {limit:.3f}"))
         checks += _baseline_check(key, value, baseline, bits_tolerance, ".3f", "")
+        start = current.get(START_PREFIX + key)
+        if start is not None:
+            checks.append(_check(
+                f"starting prior {key}", key, value, start, value < start,
+                f"{key} = {value:.3f} does not beat the starting prior's {start:.3f}"))
     return checks
 
 
@@ -164,10 +180,14 @@ class Executor(base_executor.BaseExecutor):
         max_windows = exec_properties.get("max_eval_windows") or None
         work_dir = self._get_tmp_dir() if self._context else None  # None: the system's
 
-        def evaluate(artifact):
-            return evaluate_model(artifact.uri, data_dir, max_chunks, max_windows, work_dir)
+        starts = input_dict.get("start_prior") or []
+        start_prior = run_dir_of(starts[0].uri) if starts else None
 
-        current = evaluate(model)
+        def evaluate(artifact, start=None):
+            return evaluate_model(artifact.uri, data_dir, max_chunks, max_windows, work_dir,
+                                  start)
+
+        current = evaluate(model, start_prior)
         baseline = baseline_error = None
         if baseline_model is not None and baseline_model.uri == model.uri:
             baseline = current
@@ -192,7 +212,8 @@ class Executor(base_executor.BaseExecutor):
         result = {"current": current, "baseline": baseline, "baseline_error": baseline_error,
                   "checks": checks,
                   "blessed": blessed, "eval_data": data_dir, "current_model": model.uri,
-                  "baseline_model": baseline_model and baseline_model.uri}
+                  "baseline_model": baseline_model and baseline_model.uri,
+                  "start_prior": start_prior}
         io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE),
                                    json.dumps(result, indent=2))
         # The custom properties and files of the stock Evaluator (tfx/components/evaluator/
@@ -231,6 +252,7 @@ class JukeboxEvaluatorSpec(types.ComponentSpec):
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "model": ChannelParameter(type=standard_artifacts.Model),
         "baseline_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+        "start_prior": ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -248,6 +270,7 @@ class JukeboxEvaluator(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  baseline_model: Optional[types.BaseChannel] = None,
+                 start_prior: Optional[types.BaseChannel] = None,
                  max_spectral_convergence_db: Sequence[Optional[float]] = DEFAULT_MAX_SC_DB,
                  max_bits_per_token: Sequence[Optional[float]] = (),
                  sc_tolerance_db: float = DEFAULT_SC_TOLERANCE_DB,
@@ -258,9 +281,11 @@ class JukeboxEvaluator(base_component.BaseComponent):
         token of the level-L prior (None or missing: below log2(codebook size));
         sc_tolerance_db / bits_tolerance: how much worse than the baseline a metric may be;
         max_eval_chunks: audio chunks for the VQ-VAE, max_eval_windows: windows per prior
-        (0: all)."""
+        (0: all). start_prior: the run the top prior was fine-tuned from, which it must
+        beat."""
         spec = JukeboxEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model,
+            start_prior=start_prior,
             max_spectral_convergence_db=json.dumps(list(max_spectral_convergence_db)),
             max_bits_per_token=json.dumps(list(max_bits_per_token)),
             sc_tolerance_db=float(sc_tolerance_db), bits_tolerance=float(bits_tolerance),

@@ -38,6 +38,7 @@ class Executor(base_executor.BaseExecutor):
         from jukebox_tf import storage
         from jukebox_tf.export import ExportLimits, export_models
         from jukebox_tf.sampling.runs import load_weights, plan_hierarchy
+        from pipeline.imported_runs import run_dir_of
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(output_dict["model"])
@@ -45,8 +46,8 @@ class Executor(base_executor.BaseExecutor):
         sources = {"vqvae": input_dict["vqvae"]} | {
             f"level{level}": input_dict[key] for key, level in _PRIOR_INPUTS.items()}
         for name, artifacts in sources.items():
-            src = path_utils.serving_model_path(artifact_utils.get_single_instance(artifacts).uri)
-            storage.copytree(src, runs[name])
+            storage.copytree(run_dir_of(artifact_utils.get_single_instance(artifacts).uri),
+                             runs[name])
         plan = plan_hierarchy(runs["vqvae"], runs["level2"], [runs["level1"], runs["level0"]])
         hierarchy = load_weights(plan, use_ema=True)
         limits = ExportLimits(max_generate_seconds=float(exec_properties["max_generate_seconds"]))

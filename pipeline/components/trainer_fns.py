@@ -52,13 +52,20 @@ def vqvae_run_fn(fn_args) -> None:
 
 
 def prior_run_fn(fn_args) -> None:
-    """Trains the prior of `custom_config["level"]` on the train split of CodeGen's codes."""
+    """Trains the prior of `custom_config["level"]` on the train split of CodeGen's codes;
+    with a `base_model` (an imported run), fine-tunes that prior instead."""
     from jukebox_tf.prior import get_preset
     from jukebox_tf.prior.task import PriorTask
+    from pipeline.imported_runs import base_model_run
 
     strategy = strategy_from_env()
     custom = fn_args.custom_config
     config = _train_config(fn_args)
-    task = PriorTask.from_codes(get_preset(custom["preset"]), split_dir(fn_args.train_files),
-                                custom["level"], custom["batch_size"])
+    codes = split_dir(fn_args.train_files)
+    if fn_args.base_model:
+        task = PriorTask.from_run(base_model_run(fn_args.base_model), codes, custom["level"],
+                                  custom["batch_size"], labels=custom.get("labels", "map"))
+    else:
+        task = PriorTask.from_codes(get_preset(custom["preset"]), codes, custom["level"],
+                                    custom["batch_size"])
     _train(task, config, fn_args, strategy)
