@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 AUDIO = (".ogg", ".mp3", ".flac", ".wav")
 RATE = 22050
 PAPER_SECONDS = 120.0  # audio the paper VQ-VAE encodes
+ARTISTS = {"drascula-music": "Drascula", "asc-music": "ASC Games"}  # package -> artist name
 
 
 def log(message: str) -> None:
@@ -65,10 +66,18 @@ def jukebox(*argv, timeout: float | None = None) -> float:
     return time.perf_counter() - start
 
 
-def link_tracks(paths: list[str], folder: str) -> str:
+def link_tracks(paths: list[str], folder: str, artists: dict[str, str]) -> str:
+    """A folder of links to `paths` with a metadata.csv naming each track's artist (the
+    package it comes from: {package folder: artist}), so fine-tuning maps a new name."""
     os.makedirs(folder)
+    rows = ["path,artist,genre,lyrics"]
     for i, path in enumerate(paths):
-        os.symlink(path, os.path.join(folder, f"{i:03d}_{os.path.basename(path)}"))
+        name = f"{i:03d}_{os.path.basename(path)}"
+        os.symlink(path, os.path.join(folder, name))
+        artist = next(a for package, a in artists.items() if f"{os.sep}{package}{os.sep}" in path)
+        rows.append(f"{name},{artist},game music,")
+    with open(os.path.join(folder, "metadata.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
     return folder
 
 
@@ -128,7 +137,7 @@ def paper_encode(work: str, tracks: list[str], paper_run: str | None) -> dict:
         train(VQVAETask(get_preset("paper"), None, 1), TrainConfig(steps=0, global_batch_size=1),
               paper_run, progress=False)  # its initial weights: the layout is what costs
     data = os.path.join(work, "paper_data")
-    jukebox("ingest", link_tracks(tracks, os.path.join(work, "paper_audio")), data,
+    jukebox("ingest", link_tracks(tracks, os.path.join(work, "paper_audio"), ARTISTS), data,
             "--sample-rate", 44100, "--quiet")
     seconds = load_manifest(data)["total_seconds"]
     wall = jukebox("encode", "--run", paper_run, "--data", data, "--out",
@@ -169,11 +178,12 @@ def main() -> int:
     data = {}
     for name, tracks in (("base", base_tracks), ("new", new_train), ("held_out", held_out)):
         data[name] = os.path.join(work, f"{name}_data")
-        jukebox("ingest", link_tracks(tracks, os.path.join(work, f"{name}_audio")), data[name],
+        jukebox("ingest", link_tracks(tracks, os.path.join(work, f"{name}_audio"), ARTISTS),
+                data[name],
                 "--sample-rate", RATE, "--quiet")
     vqvae = os.path.join(work, "vqvae")
     log("training the small VQ-VAE on the base and new music")
-    both = link_tracks(base_tracks + new_train, os.path.join(work, "both_audio"))
+    both = link_tracks(base_tracks + new_train, os.path.join(work, "both_audio"), ARTISTS)
     jukebox("ingest", both, os.path.join(work, "both_data"), "--sample-rate", RATE, "--quiet")
     jukebox("train-vqvae", "--data", os.path.join(work, "both_data"), "--preset", "small",
             "--steps", 10_000_000, "--out", vqvae, "--checkpoint-every", 200, "--quiet",
