@@ -289,27 +289,35 @@ def test_vqvae_fine_tune_with_frozen_encoder_and_codebook_keeps_the_codes(
         args.func(args)
 
 
-@pytest.mark.slow
-def test_fine_tune_an_imported_released_prior_keeps_its_names(tmp_path):
-    """From the released 5B prior (the original's file format, v2 names, no EMA): known names
-    keep their ids however they are spelled, new ones are appended, the weights start as
-    imported, and sampling with the new artist works."""
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """(VQ-VAE run, top prior run) imported from the released 5B model's files (the fixtures:
+    the original's format and layout at small sizes, v2 names, no EMA)."""
     from jukebox_tf.released.importer import import_weights
-    from test_cli_sample import sample
     from test_import_end_to_end import FIXTURES
 
-    vqvae, top = import_weights(
+    return import_weights(
         "openai", "5b", [os.path.join(FIXTURES, "openai", f"{f}.pth.tar")
-                         for f in ("vqvae", "5b_prior_level_2")], str(tmp_path / "released"),
+                         for f in ("vqvae", "5b_prior_level_2")],
+        str(tmp_path_factory.mktemp("released") / "runs"),
         vocab_files=[os.path.join(FIXTURES, "vocab", f) for f in (
             "v2_artist_ids.txt", "v2_genre_ids.txt")], progress=lambda message: None)
-    released = prior_run_info(top)["codes"]
+
+
+@pytest.mark.slow
+def test_fine_tune_an_imported_released_prior_keeps_its_names(released, tmp_path):
+    """Known names keep their ids however they are spelled, new ones are appended, the
+    weights start as imported, and sampling with the new artist works."""
+    from test_cli_sample import sample
+
+    vqvae, top = released
+    known = prior_run_info(top)["codes"]
     codes = write_codes(str(tmp_path / "codes"), TRACKS,
                         artists=("unknown", "June & the Moths", "Cleo Nova"),
                         genres=("unknown", "Jazz", "synthwave"))
     with open(os.path.join(codes, "codes.json")) as f:
         manifest = json.load(f)
-    manifest.update({k: released[k] for k in ("sample_rate", "hop_lengths", "l_bins")},
+    manifest.update({k: known[k] for k in ("sample_rate", "hop_lengths", "l_bins")},
                     vqvae_run=vqvae)
     with open(os.path.join(codes, "codes.json"), "w") as f:
         json.dump(manifest, f)
@@ -317,10 +325,10 @@ def test_fine_tune_an_imported_released_prior_keeps_its_names(tmp_path):
     run_cli("train-prior", "--level", 2, "--codes", codes, "--init-from", top, "--out", out,
             "--steps", 0, "--quiet")
     info = prior_run_info(str(out))["codes"]
-    bins = len(released["artists"])
-    assert info["label_names"] == "v2" and info["artists"][:bins] == released["artists"]
+    bins = len(known["artists"])
+    assert info["label_names"] == "v2" and info["artists"][:bins] == known["artists"]
     assert info["artists"][bins:] == ["Cleo Nova"]
-    assert info["genres"][len(released["genres"]):] == ["synthwave"]
+    assert info["genres"][len(known["genres"]):] == ["synthwave"]
     task = PriorTask.from_run(top, codes, 2, 2)
     assert set(numpy_batch(task, batch_size=64)["labels"][:, 3]) == {5, bins}  # june_the_moths
     _, start = weights(top, use_ema=False)
@@ -330,3 +338,26 @@ def test_fine_tune_an_imported_released_prior_keeps_its_names(tmp_path):
     _, stderr = sample("--prior", out, "--mode", "ancestral", "--artist", "cleo nova",
                        "--genre", "synthwave", "--seconds", 0.1, "-o", tmp_path / "s", "--quiet")
     assert "unknown artist" not in stderr and "unknown genre" not in stderr
+
+
+@pytest.mark.slow
+def test_music_encoded_by_the_released_vqvae_fine_tunes_the_released_prior(released, tmp_path):
+    """The chain for the released models: ingest at 44.1 kHz, `encode` with the imported
+    VQ-VAE, `train-prior --init-from` the imported top prior on those codes."""
+    from jukebox_tf.audio.demo_data import make_demo_data
+    from jukebox_tf.audio.ingest import IngestConfig, ingest
+    from jukebox_tf.vqvae.codes import load_codes_manifest
+
+    vqvae, top = released
+    make_demo_data(str(tmp_path / "audio"), seed=3, num_artists=1, tracks_per_artist=2,
+                   track_seconds=2.0, sample_rate=44100)
+    manifest = ingest(str(tmp_path / "audio"), str(tmp_path / "data"), IngestConfig(
+        sample_rate=44100, chunk_seconds=2.0, workers=1), progress=False)
+    run_cli("encode", "--run", vqvae, "--data", tmp_path / "data", "--out", tmp_path / "codes",
+            "--quiet")
+    assert load_codes_manifest(str(tmp_path / "codes"))["vqvae_run"] == os.path.abspath(vqvae)
+    out = run_cli("train-prior", "--level", 2, "--codes", tmp_path / "codes", "--init-from", top,
+                  "--out", tmp_path / "ft", "--steps", 2, "--batch-size", 2, "--quiet")
+    assert "step 2" in out
+    artists = prior_run_info(str(tmp_path / "ft"))["codes"]["artists"]
+    assert artists[-1] == manifest["artists"][1]  # the demo artist, new to the model
