@@ -343,10 +343,12 @@ _TRAINER_WORKER = """
 import sys, types
 from pipeline.components.trainer_fns import prior_run_fn
 codes, out, logs = sys.argv[1:]
+# The fields of TFX's FnArgs the run_fn reads (base_model: None without a base_model input).
 prior_run_fn(types.SimpleNamespace(
     custom_config={"preset": "tiny", "level": 2, "batch_size": 2,
                    "train": {"global_batch_size": 2, "checkpoint_every": 2, "log_every": 1}},
-    train_files=[codes + "/*"], train_steps=2, serving_model_dir=out, model_run_dir=logs))
+    train_files=[codes + "/*"], train_steps=2, serving_model_dir=out, model_run_dir=logs,
+    base_model=None))
 """
 
 
