@@ -98,16 +98,12 @@ def check_freeze(names: Sequence[str], config) -> None:
 
 def frozen_variables(model, names: Sequence[str]) -> list:
     """The variables of the prior `model` (built) in the named parts."""
-    layers = []
+    labels, found = model.label_conditioner, []
     for name in names:
-        conditioner = model.label_conditioner
         if name == "labels":
-            layers.append([conditioner.artist_emb, conditioner.genre_emb])
-        elif name == "conditioner":
-            parts = (conditioner, model.upper_conditioner, model.lyric_encoder)
-            layers.append([v for part in parts if part is not None
-                           for v in part.trainable_variables])
-        else:
-            blocks = model.transformer.res_blocks[:int(name.partition(":")[2])]
-            layers.append([v for block in blocks for v in block.trainable_variables])
-    return [v for part in layers for v in part]
+            found += [labels.artist_emb, labels.genre_emb]
+            continue
+        parts = ((labels, model.upper_conditioner, model.lyric_encoder) if name == "conditioner"
+                 else model.transformer.res_blocks[:int(name.partition(":")[2])])
+        found += [v for part in parts if part is not None for v in part.trainable_variables]
+    return found
