@@ -109,7 +109,7 @@ def last_step(run: str) -> int:
 
 def unigram_bits(codes_dir: str) -> float:
     """Entropy in bits of the held-out top-level codes' own distribution."""
-    from jukebox_tf.prior.task import CodesData
+    from jukebox_tf.codes.tracks import CodesData
 
     data = CodesData.load(codes_dir, [2])
     counts = np.bincount(data.levels[2].codes[data.levels[2].valid].astype(np.int64))
@@ -210,7 +210,7 @@ def main() -> int:
                               "--out", runs["scratch"], *tuning, timeout=budget)
 
     log("evaluating on the held-out track")
-    from jukebox_tf.vqvae.codes import load_codes_manifest
+    from jukebox_tf.codes.format import load_codes_manifest
 
     result = {"budget_s": budget, "quick": args.quick, "held_out": held_out,
               "base_tracks": len(base_tracks), "new_train_tracks": len(new_train),

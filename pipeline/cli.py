@@ -59,8 +59,9 @@ def add_arguments(parser) -> None:
 
 def _common(p) -> None:
     from jukebox_tf.cli.ingest import add_strict_option
+    from pipeline.configs import PRESETS
 
-    p.add_argument("--preset", default="tiny", choices=("tiny", "small"))
+    p.add_argument("--preset", default="tiny", choices=tuple(PRESETS))
     for flag in STEP_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N",
                        help=f"override the preset's {flag.replace('_', ' ')}")

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from jukebox_tf.prior.config import SIZES, preset_for_level
+from jukebox_tf.vqvae.config import PRESETS as VQVAE_PRESETS
+
 PIPELINE_NAME = "jukebox-tf"
 MODEL_NAME = "jukebox"
 
@@ -42,6 +45,9 @@ class PipelineConfig:
     top_prior_labels: str = "map"  # fine-tuning: map the data's names onto the run's, or replace
 
     def __post_init__(self):
+        if self.preset not in SIZES or self.preset not in VQVAE_PRESETS:
+            raise ValueError(f"preset {self.preset!r}: not a size of both the VQ-VAE and the "
+                             f"prior presets ({', '.join(s for s in SIZES if s in VQVAE_PRESETS)})")
         for field in ("vqvae_steps", "prior_steps", "upsampler_steps"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
@@ -61,17 +67,22 @@ class PipelineConfig:
                 "train": self._train(self.vqvae_batch_size, self.vqvae_learning_rate,
                                      self.vqvae_steps)}
 
-    def prior_custom_config(self, level: int, top_level: int) -> dict:
-        preset = self.preset if level == top_level else f"{self.preset}_upsampler"
-        custom = {"preset": preset, "level": level, "batch_size": self.prior_batch_size,
+    @property
+    def top_level(self) -> int:
+        """The top prior's level: the VQ-VAE preset's top."""
+        return VQVAE_PRESETS[self.preset].levels - 1
+
+    def prior_custom_config(self, level: int) -> dict:
+        custom = {"preset": preset_for_level(self.preset, level, self.top_level), "level": level,
+                  "batch_size": self.prior_batch_size,
                   "train": self._train(self.prior_batch_size, self.prior_learning_rate,
-                                       self.prior_steps_of(level, top_level))}
-        if level == top_level and self.top_prior_from:
+                                       self.prior_steps_of(level))}
+        if level == self.top_level and self.top_prior_from:
             custom["labels"] = self.top_prior_labels
         return custom
 
-    def prior_steps_of(self, level: int, top_level: int) -> int:
-        return self.prior_steps if level == top_level else self.upsampler_steps
+    def prior_steps_of(self, level: int) -> int:
+        return self.prior_steps if level == self.top_level else self.upsampler_steps
 
     @staticmethod
     def _train(batch_size: int, learning_rate: float, steps: int) -> dict:

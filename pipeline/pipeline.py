@@ -27,8 +27,6 @@ from tfx import v1 as tfx
 from jukebox_tf.errors import JukeboxError
 from pipeline.configs import PIPELINE_NAME, PipelineConfig
 
-TOP_LEVEL = 2  # the VQ-VAE's three levels: the top prior models level 2
-
 
 def create_components(data_root: str, config: PipelineConfig, serving_model_dir: str,
                       check_runs: bool = True) -> list:
@@ -54,8 +52,9 @@ def create_components(data_root: str, config: PipelineConfig, serving_model_dir:
     schema_gen = AudioSchemaGen(statistics=statistics_gen.outputs["statistics"],
                                 infer_feature_shape=False).with_id("SchemaGen")
 
+    top = config.top_level
     imported = imported_runs(config.vqvae_from, config.upsamplers_from,
-                             config.top_prior_from, TOP_LEVEL, check_runs)
+                             config.top_prior_from, top, check_runs)
     if imported.sample_rate is not None and imported.sample_rate != config.sample_rate:
         raise JukeboxError(f"--vqvae-from {imported.vqvae}: the VQ-VAE works at "
                            f"{imported.sample_rate} Hz, the pipeline ingests at "
@@ -75,29 +74,30 @@ def create_components(data_root: str, config: PipelineConfig, serving_model_dir:
     code_gen = CodeGen(examples=examples, model=vqvae_model, batch_size=config.code_batch_size)
 
     prior_nodes, start_prior = {}, None
-    for level in reversed(range(TOP_LEVEL + 1)):
+    for level in reversed(range(top + 1)):
         if level in imported.upsamplers:
             prior_nodes[level] = importer(imported.upsamplers[level],
                                           f"UpsamplerImporterL{level}")
             continue
         base_model = None
-        if level == TOP_LEVEL and imported.top_prior:
+        if level == top and imported.top_prior:
             start_prior = importer(imported.top_prior, "TopPriorImporter")
             base_model = start_prior.outputs["result"]
-        name = "TopPriorTrainer" if level == TOP_LEVEL else f"UpsamplerTrainerL{level}"
+        name = "TopPriorTrainer" if level == top else f"UpsamplerTrainerL{level}"
         prior_nodes[level] = tfx.components.Trainer(
             run_fn="pipeline.components.trainer_fns.prior_run_fn",
             examples=code_gen.outputs["codes"],
             base_model=base_model,
-            train_args=tfx.proto.TrainArgs(num_steps=config.prior_steps_of(level, TOP_LEVEL)),
+            train_args=tfx.proto.TrainArgs(num_steps=config.prior_steps_of(level)),
             eval_args=tfx.proto.EvalArgs(num_steps=0),
-            custom_config=config.prior_custom_config(level, TOP_LEVEL)).with_id(name)
+            custom_config=config.prior_custom_config(level)).with_id(name)
     prior_models = {level: node.outputs["result" if level in imported.upsamplers else "model"]
                     for level, node in prior_nodes.items()}
 
+    # ModelExport's inputs name three levels, as every preset's VQ-VAE has.
     model_export = ModelExport(
         vqvae=vqvae_model,
-        top_prior=prior_models[2],
+        top_prior=prior_models[top],
         upsampler_l1=prior_models[1],
         upsampler_l0=prior_models[0],
         model_name=config.model_name)

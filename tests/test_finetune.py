@@ -201,7 +201,7 @@ def demo_codes(runs, tmp_path_factory):  # noqa: F811
     `*_data`: the ingested audio."""
     from jukebox_tf.audio.demo_data import make_demo_data
     from jukebox_tf.audio.ingest import IngestConfig, ingest
-    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.codes.encode import encode_dataset
     from jukebox_tf.vqvae.task import load_vqvae_run
 
     root = tmp_path_factory.mktemp("demo_music")
@@ -238,7 +238,7 @@ def bits_on(run, codes):
 
 @pytest.mark.slow
 def test_fine_tuning_on_new_music_lowers_its_held_out_bits(demo_codes, tmp_path):
-    from jukebox_tf.vqvae.codes import load_codes_manifest
+    from jukebox_tf.codes.format import load_codes_manifest
 
     seen, new = (load_codes_manifest(demo_codes[k])["artists"] for k in ("seen", "new"))
     assert len(new) == 2 and new[1] not in seen  # an artist the starting model never heard
@@ -346,7 +346,7 @@ def test_music_encoded_by_the_released_vqvae_fine_tunes_the_released_prior(relea
     VQ-VAE, `train-prior --init-from` the imported top prior on those codes."""
     from jukebox_tf.audio.demo_data import make_demo_data
     from jukebox_tf.audio.ingest import IngestConfig, ingest
-    from jukebox_tf.vqvae.codes import load_codes_manifest
+    from jukebox_tf.codes.format import load_codes_manifest
 
     vqvae, top = released
     make_demo_data(str(tmp_path / "audio"), seed=3, num_artists=1, tracks_per_artist=2,

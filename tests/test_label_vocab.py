@@ -41,3 +41,26 @@ def test_names_by_id_keep_the_first_name_and_aliases_the_rest():
     assert LabelVocab.from_codes_info(vocab.to_codes_info()) == vocab
     with pytest.raises(ValueError, match="ids up to 7, but the model's artist embedding has 4 "):
         from_names({"x": 7}, "v2", 4, "artist", "f")
+
+
+def test_unicode_spaces_make_the_same_keys_locally_and_in_graph():
+    """The graph's string ops know only ASCII whitespace; names from scraped metadata often
+    hold no-break or ideographic spaces, which must not send a served request to another id."""
+    import re
+    import sys
+
+    from jukebox_tf.prior.label_vocab import SPACES
+
+    spaces = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+    assert {c for c in spaces if re.fullmatch(SPACES, c)} == spaces
+    names = ["Frank\u00a0Sinatra", "\u3000Kyu Sakamoto\u3000", "x\u2028y", "pop\u00a0rock\u000b",
+             "\u1680June\u202f&\u205fthe Moths\u0085", "\u001cjazz\u001f"]
+    for scheme in ("words", "v2", "v3"):
+        got = [k.decode() for k in artist_key_tf(tf.constant(names), scheme).numpy()]
+        assert got == [artist_key(n, scheme) for n in names]
+        got = [[k.decode() for k in row]
+               for row in genre_keys_tf(tf.constant(names), scheme).to_list()]
+        assert got == [genre_keys(n, scheme) for n in names]
+    vocab = LabelVocab(("unknown", "frank sinatra"), ("unknown", "pop", "rock"))
+    assert vocab.artist_id("Frank\u00a0Sinatra") == vocab.artist_id(" frank sinatra") == 1
+    assert vocab.genre_ids("pop\u3000rock") == [("pop", 1), ("rock", 2)]

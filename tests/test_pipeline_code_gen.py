@@ -11,7 +11,8 @@ from jukebox_tf.audio.demo_data import make_demo_data
 from jukebox_tf.audio.ingest import IngestConfig, ingest
 from jukebox_tf.training import TrainConfig, train
 from jukebox_tf.vqvae import get_preset
-from jukebox_tf.vqvae.codes import encode_dataset, load_codes_manifest, read_codes
+from jukebox_tf.codes.encode import encode_dataset
+from jukebox_tf.codes.format import load_codes_manifest, read_codes
 from jukebox_tf.vqvae.task import VQVAETask, load_vqvae_run
 from pipeline.components import code_gen
 from pipeline.components.trainer_fns import split_dir
@@ -83,8 +84,8 @@ def test_split_dir_and_config_checks():
     assert split_dir("/a/Split-eval") == "/a/Split-eval"
     config = get_config("tiny", vqvae_steps=7)
     assert config.vqvae_custom_config()["train"]["checkpoint_every"] == 7
-    assert config.prior_custom_config(1, 2)["preset"] == "tiny_upsampler"
-    assert config.prior_custom_config(2, 2)["preset"] == "tiny"
+    assert config.prior_custom_config(1)["preset"] == "tiny_upsampler"
+    assert config.prior_custom_config(2)["preset"] == "tiny"
     with pytest.raises(ValueError, match="vqvae_steps must be >= 0"):
         get_config("tiny", vqvae_steps=-1)
     with pytest.raises(ValueError, match="unknown pipeline preset 'huge'"):

@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
     from jukebox_tf.prior import get_preset as prior_preset
     from jukebox_tf.prior.task import PriorTask, load_prior_run
     from jukebox_tf.training import TrainConfig, train
-    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.codes.encode import encode_dataset
     from jukebox_tf.vqvae.task import VQVAETask, compute_data_statistics, load_vqvae_run
 
     root = tmp_path_factory.mktemp("eval_push")
@@ -158,7 +158,8 @@ def test_vqvae_spectral_convergence_matches_a_numpy_reference(trained):
 
 def test_prior_evaluation_tiles_every_track_and_weights_by_token(trained):
     from jukebox_tf.prior.evaluate import evaluate_prior, window_starts
-    from jukebox_tf.prior.task import CodesData, PriorTask, load_prior_run
+    from jukebox_tf.codes.tracks import CodesData
+    from jukebox_tf.prior.task import PriorTask, load_prior_run
 
     prior = load_prior_run(trained["runs"]["level1"])
     data = CodesData.load(trained["codes"], [1, 2])

@@ -42,7 +42,7 @@ def started(tmp_path_factory):
     from jukebox_tf.prior.task import PriorTask
     from jukebox_tf.training import TrainConfig, train
     from jukebox_tf.vqvae import get_preset
-    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.codes.encode import encode_dataset
     from jukebox_tf.vqvae.task import VQVAETask, compute_data_statistics, load_vqvae_run
 
     root = tmp_path_factory.mktemp("finetune_pipeline")

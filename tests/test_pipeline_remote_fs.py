@@ -143,7 +143,8 @@ def test_examples_are_the_chunks_a_local_ingest_writes(run, tmp_path):
 
 
 def test_codes_are_what_encode_writes_from_the_same_run(run, tmp_path):
-    from jukebox_tf.vqvae.codes import encode_dataset, load_codes_manifest, read_codes
+    from jukebox_tf.codes.encode import encode_dataset
+    from jukebox_tf.codes.format import load_codes_manifest, read_codes
     from jukebox_tf.vqvae.task import load_vqvae_run
 
     vqvae_run = _uri(run, "VQVAETrainer", "model") + "/Format-Serving"

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from jukebox_tf.prior.config import (PRESETS, PriorConfig, attn_kinds, count_transformer_params,
                                      get_preset, prime_attn_len)
-from jukebox_tf.prior.factorized_attention import (FactorizedAttention, LayerNorm, Linear,
-                                                  broadcast_rows, sum_rows)
+from jukebox_tf.layers.linear import LayerNorm, Linear, broadcast_rows, sum_rows
+from jukebox_tf.prior.factorized_attention import FactorizedAttention
 from jukebox_tf.prior.transformer import ResAttnBlock, Transformer
 
 WIDTH, N_STATE, HEADS, N_CTX, BLOCKS = 16, 8, 2, 32, 8

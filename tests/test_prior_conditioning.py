@@ -11,7 +11,7 @@ from jukebox_tf.prior.labels import (LabelConditioner, RangeEmbedding, make_labe
                                      count_label_conditioner_params)
 from jukebox_tf.prior.upsampler_conditioner import (UpsamplerConditioner,
                                                     count_upsampler_conditioner_params)
-from jukebox_tf.vqvae.decoder import DecoderConvBlock
+from jukebox_tf.layers.conv_blocks import DecoderConvBlock
 
 
 # --- tokenizer ---------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 
 from jukebox_tf.audio import records
+from jukebox_tf.codes.format import CODES_SCHEMA_VERSION, MANIFEST, SHARD_PATTERN
+from jukebox_tf.codes.tracks import CodesData, _track_tokens
 from jukebox_tf.prior import lyrics
 from jukebox_tf.prior.config import get_preset
 from jukebox_tf.prior.labels import ARTIST, GENRES, LENGTH, OFFSET, TOTAL_LENGTH
-from jukebox_tf.prior.task import CodesData, PriorTask, _track_tokens, load_prior_run, \
-    prior_run_info
-from jukebox_tf.vqvae.codes import CODES_SCHEMA_VERSION, MANIFEST, SHARD_PATTERN
+from jukebox_tf.prior.task import PriorTask, load_prior_run, prior_run_info
 
 HOPS = (8, 32, 128)
 L_BINS = 64
@@ -39,7 +39,7 @@ def code(track, level, token):
 
 def write_codes(out_dir, tracks=TRACKS, artists=("unknown", "ann", "bob"),
                 genres=("unknown", "rock", "pop"), chunk=CHUNK, skip_chunks=()):
-    """A codes dataset as `jukebox-tf encode` writes it (vqvae/codes.py), with known codes."""
+    """A codes dataset as `jukebox-tf encode` writes it (codes/format.py), with known codes."""
     os.makedirs(out_dir, exist_ok=True)
     examples, tokens = [], [0, 0, 0]
     for k, (top_tokens, artist, genre_ids, text) in enumerate(tracks):

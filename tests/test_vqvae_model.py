@@ -137,7 +137,7 @@ def test_every_relu_reads_a_fusable_conv_output(tiny):
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
 def test_residual_relu_is_relu_forward_and_backward(dtype):
-    from jukebox_tf.vqvae.resnet import residual_relu
+    from jukebox_tf.layers.resnet import residual_relu
 
     x = tf.constant(np.array([-2.0, -0.5, 0.0, 0.25, 3.0], np.float32), dtype)
     w = tf.constant(np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32), dtype)

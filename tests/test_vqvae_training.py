@@ -113,7 +113,7 @@ def test_cli_train_resume_reconstruct_encode(demo_dataset, tmp_path, cli):
     cli("encode", "--run", run, "--data", data, "--out", tmp_path / "codes", "--quiet",
         check=True)
     from jukebox_tf.audio.dataset import load_manifest
-    from jukebox_tf.vqvae.codes import load_codes_manifest, read_codes
+    from jukebox_tf.codes.format import load_codes_manifest, read_codes
 
     manifest, codes_manifest = load_manifest(str(data)), load_codes_manifest(
         str(tmp_path / "codes"))

@@ -17,7 +17,7 @@ import re
 from typing import Iterable, Sequence
 
 from jukebox_tf import storage
-from jukebox_tf.audio.schema import UNKNOWN, TrackLabels
+from jukebox_tf.audio.schema import GENRE_SEPARATORS, UNKNOWN, TrackLabels
 
 REQUIRED_COLUMNS = ("path",)
 OPTIONAL_COLUMNS = ("artist", "genre", "lyrics")
@@ -156,7 +156,7 @@ def read_metadata(path: str, input_dir: str) -> Metadata:
 
 def genre_words(text: str) -> tuple[str, ...]:
     """'Synth-Pop; ambient' -> ('synth-pop', 'ambient'); empty -> ('unknown',)."""
-    words = tuple(w for w in re.split(r"[\s,;/|]+", text.strip().lower()) if w)
+    words = tuple(w for w in re.split(GENRE_SEPARATORS, text.strip().lower()) if w)
     return words or (UNKNOWN,)
 
 

@@ -32,6 +32,7 @@ from jukebox_tf.audio import records
 
 SCHEMA_VERSION = 1
 UNKNOWN = "unknown"
+GENRE_SEPARATORS = r"[\s,;/|]+"  # genre text is split into words at runs of these
 SILENCE_PEAK = 1e-4  # -80 dBFS: below 16-bit dither, nothing audible
 
 

@@ -6,6 +6,7 @@ import os
 
 from jukebox_tf.cli.training_args import (add_training_arguments, print_run_location,
                                           spawn_local_workers, train_config)
+from jukebox_tf.prior.config import SIZES
 
 
 def register(subparsers) -> None:
@@ -15,10 +16,11 @@ def register(subparsers) -> None:
         "the top level is a TopLevelPrior (labels, timing, optional lyrics), lower levels are "
         "upsamplers conditioned on the level above. Same loop, checkpoints, EMA and "
         "TensorBoard logs as train-vqvae (TF_CONFIG selects multi-worker).")
-    p.add_argument("--level", type=int, required=True, choices=(2, 1, 0),
-                   help="VQ-VAE level to model (the top level: the prior; below: upsamplers)")
+    p.add_argument("--level", type=int, required=True,
+                   help="VQ-VAE level to model, from 0 to the codes' top level (the top level: "
+                        "the prior; below: upsamplers)")
     p.add_argument("--codes", required=True, help="codes folder from `jukebox-tf encode`")
-    p.add_argument("--preset", choices=("tiny", "small"),
+    p.add_argument("--preset", choices=SIZES,
                    help="transformer size (default small; upsamplers use the preset's "
                         "_upsampler variant)")
     p.add_argument("--lyrics", nargs="?", const="encoder", choices=("encoder", "prefix"),
@@ -44,12 +46,12 @@ def register(subparsers) -> None:
 
 def _task(args):
     from jukebox_tf.cli.training_args import refuse_with_init_from, resumed_start
+    from jukebox_tf.codes.format import load_codes_manifest
     from jukebox_tf.errors import JukeboxError
-    from jukebox_tf.prior import get_preset
+    from jukebox_tf.prior import get_preset, preset_for_level
     from jukebox_tf.prior.config import PriorConfig
     from jukebox_tf.prior.label_vocab import LabelVocab
     from jukebox_tf.prior.task import PriorTask, prior_run_info
-    from jukebox_tf.vqvae.codes import load_codes_manifest
 
     if args.init_from:
         refuse_with_init_from(args, {"preset": "--preset", "lyrics": "--lyrics",
@@ -72,12 +74,11 @@ def _task(args):
         return PriorTask.from_run(args.init_from, args.codes, args.level, args.batch_size,
                                   labels=args.labels or "map", freeze=args.freeze or ())
     levels = load_codes_manifest(args.codes)["levels"]
-    if args.level >= levels:
+    if not 0 <= args.level < levels:
         raise JukeboxError(f"{args.codes}: the codes have {levels} levels, no level {args.level}")
     if args.lyrics and args.level != levels - 1:
         raise JukeboxError("--lyrics conditions the top-level prior only")
-    preset = args.preset or "small"
-    preset = preset if args.level == levels - 1 else f"{preset}_upsampler"
+    preset = preset_for_level(args.preset or "small", args.level, levels - 1)
     return PriorTask.from_codes(get_preset(preset), args.codes, args.level, args.batch_size,
                                 labels=not args.no_labels, lyrics=args.lyrics)
 

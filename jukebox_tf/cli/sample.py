@@ -199,6 +199,7 @@ def choose_levels(plan, mode: str, requested) -> list[int]:
 
 
 def _load_codes(path: str, vq, mode: str, seconds):
+    from jukebox_tf.codes.hierarchy import CodeHierarchy, PriorFacts
     from jukebox_tf.errors import JukeboxError
     from jukebox_tf.sampling.outputs import load_codes_npz
 
@@ -207,9 +208,8 @@ def _load_codes(path: str, vq, mode: str, seconds):
     if top not in codes:
         raise JukeboxError(f"--codes {path}: no top-level codes (codes_l{top}) to {mode}")
     rate = metadata.get("sample_rate")
-    if rate is not None and int(rate) != vq.sample_rate:
-        raise JukeboxError(f"--codes {path}: codes of {rate} Hz audio, the VQ-VAE works at "
-                           f"{vq.sample_rate} Hz")
+    CodeHierarchy.of(vq).check(PriorFacts(sample_rate=rate and int(rate)), f"--codes {path}",
+                               "the file holds")
     for level, c in codes.items():
         if not 0 <= level <= top or c.ndim != 2:
             raise JukeboxError(f"--codes {path}: codes_l{level} does not fit the VQ-VAE's "

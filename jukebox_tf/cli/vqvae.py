@@ -6,15 +6,16 @@ import os
 
 from jukebox_tf.cli.training_args import (add_training_arguments, print_run_location,
                                           spawn_local_workers, train_config)
+from jukebox_tf.vqvae.config import PRESETS
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train-vqvae", help="train the hierarchical VQ-VAE on an ingested dataset",
-        description="Train the 3-level VQ-VAE with the strategy-aware loop (TF_CONFIG selects "
+        description="Train the hierarchical VQ-VAE with the strategy-aware loop (TF_CONFIG selects "
         "multi-worker). Checkpoints, TensorBoard logs and the config go to --out.")
     p.add_argument("--data", required=True, help="dataset folder from `jukebox-tf ingest`")
-    p.add_argument("--preset", choices=("tiny", "small", "paper"), help="default small")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="default small")
     add_training_arguments(p)
     p.epilog = ("--freeze parts of a VQ-VAE: encoder, decoder, codebook (every level's; "
                 "freezing encoder and codebook keeps the codes of the starting model while "
@@ -124,7 +125,7 @@ def reconstruct(args) -> int:
 
 
 def encode(args) -> int:
-    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.codes.encode import encode_dataset
     from jukebox_tf.vqvae.task import load_vqvae_run
 
     model = load_vqvae_run(args.run, precision=args.precision)

@@ -1,5 +1,5 @@
 """The priors: factorized-attention transformers over VQ-VAE codes."""
 
-from jukebox_tf.prior.config import (PRESETS, PriorConfig, count_prior_params,  # noqa: F401
-                                     count_transformer_params, get_preset, with_lyric_prefix,
-                                     with_lyrics)
+from jukebox_tf.prior.config import (PRESETS, SIZES, PriorConfig,  # noqa: F401
+                                     count_prior_params, count_transformer_params, get_preset,
+                                     preset_for_level, with_lyric_prefix, with_lyrics)

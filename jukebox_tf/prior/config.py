@@ -444,6 +444,15 @@ PRESETS = {
 }
 
 
+# The sizes `train-prior` and the pipeline offer: each a top prior and its `_upsampler`.
+SIZES = tuple(name for name in PRESETS if f"{name}_upsampler" in PRESETS)
+
+
+def preset_for_level(size: str, level: int, top_level: int) -> str:
+    """The preset of a SIZES prior at `level`: the size itself at the top, else its upsampler."""
+    return size if level == top_level else f"{size}_upsampler"
+
+
 def get_preset(name: str, **overrides) -> PriorConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown prior preset {name!r} (choose from {', '.join(PRESETS)})")

@@ -11,7 +11,7 @@ with its offset and length, its lyric window, the level above's codes for an ups
 padding past a track's end or tokens no chunk covered are masked out, as in training.
 
 `encode_and_evaluate` first encodes an audio dataset with a given VQ-VAE into a temporary
-codes folder (`vqvae.codes.encode_dataset`): a model is evaluated on its own VQ-VAE's codes.
+codes folder (`codes.encode.encode_dataset`): a model is evaluated on its own VQ-VAE's codes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from jukebox_tf import storage
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import finetune
 from jukebox_tf.prior.label_vocab import LabelVocab
-from jukebox_tf.prior.task import CodesData, PriorTask
+from jukebox_tf.codes.tracks import CodesData
+from jukebox_tf.prior.task import PriorTask
 
 
 def window_starts(task: PriorTask) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +91,7 @@ def encode_and_evaluate(vqvae, priors: Mapping, data_dir: str, batch_size: int =
     `work_dir`, local or remote, removed afterwards) and evaluates each prior ({key: prior},
     e.g. {level: prior}) on it: {key: evaluate_prior's metrics}. vocabs: {key: the prior's
     LabelVocab} (evaluate_prior's `vocab`), for priors whose label ids are not the data's."""
-    from jukebox_tf.vqvae.codes import encode_dataset
+    from jukebox_tf.codes.encode import encode_dataset
 
     if not priors:
         return {}

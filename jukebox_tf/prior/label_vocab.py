@@ -22,31 +22,39 @@ import functools
 import re
 from typing import Sequence
 
+from jukebox_tf.audio.schema import GENRE_SEPARATORS, UNKNOWN
+
 SCHEMES = ("words", "v2", "v3")
-UNKNOWN = "unknown"
-_WORD_SEPARATORS = r"[\s,;/|]+"
+# Every character str.isspace() accepts. The graph's string ops (tf.strings.strip, RE2's \s,
+# tf.strings.split) know only ASCII whitespace, so both sides first make each of these a plain
+# space: a name with a no-break or ideographic space then finds one id locally and served.
+SPACES = "[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+def _plain(text: str) -> str:
+    return re.sub(SPACES, " ", text).strip().lower()
 
 
 def artist_key(name: str, scheme: str) -> str:
-    name = name.strip().lower()
+    name = _plain(name)
     return re.sub(r"[^a-z0-9]+", "_", name).strip("_") if scheme == "v2" else name
 
 
 def genre_keys(text: str, scheme: str) -> list[str]:
     """The vocabulary keys a genre text holds, in order ([] for empty text)."""
-    text = text.strip().lower()
+    text = _plain(text)
     if scheme == "v2":
         return [w for w in re.sub(r"[^a-z0-9]+", "_", text).split("_") if w]
     if scheme == "v3":
         return [text] if text else []
-    return [w for w in re.split(_WORD_SEPARATORS, text) if w]
+    return [w for w in re.split(GENRE_SEPARATORS, text) if w]
 
 
 def artist_key_tf(names, scheme: str):
     """`artist_key` in graph: string [B] -> string [B]."""
     import tensorflow as tf
 
-    key = tf.strings.lower(tf.strings.strip(names), encoding="utf-8")
+    key = _plain_tf(names)
     if scheme == "v2":
         key = _trim_underscores(tf.strings.regex_replace(key, "[^a-z0-9]+", "_"))
     return key
@@ -56,14 +64,21 @@ def genre_keys_tf(text, scheme: str):
     """`genre_keys` in graph: string [B] -> ragged string [B, None]."""
     import tensorflow as tf
 
-    text = tf.strings.lower(tf.strings.strip(text), encoding="utf-8")
+    text = _plain_tf(text)
     if scheme == "v3":
         return tf.ragged.boolean_mask(tf.expand_dims(text, 1), tf.expand_dims(text != "", 1))
     if scheme == "v2":
         text = _trim_underscores(tf.strings.regex_replace(text, "[^a-z0-9]+", "_"))
         return tf.strings.split(tf.strings.regex_replace(text, "_", " "))
-    return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(text, _WORD_SEPARATORS,
+    return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(text, GENRE_SEPARATORS,
                                                                       " ")))
+
+
+def _plain_tf(text):
+    import tensorflow as tf
+
+    text = tf.strings.strip(tf.strings.regex_replace(text, SPACES, " "))
+    return tf.strings.lower(text, encoding="utf-8")
 
 
 def _trim_underscores(key):

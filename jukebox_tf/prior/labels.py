@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from jukebox_tf.vqvae.conv import PACKAGE
+from jukebox_tf.layers import PACKAGE
 
 TOTAL_LENGTH, OFFSET, LENGTH, ARTIST, GENRES = 0, 1, 2, 3, 4
 

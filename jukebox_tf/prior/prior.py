@@ -33,12 +33,13 @@ import math
 import keras
 import tensorflow as tf
 
+from jukebox_tf.layers import PACKAGE
+from jukebox_tf.layers.graph import build_once, dims, in_xla_context
+from jukebox_tf.layers.linear import linear
 from jukebox_tf.prior.config import CROSS, PRIME, PriorConfig
-from jukebox_tf.prior.factorized_attention import build_once, dims, in_xla_context, linear
 from jukebox_tf.prior.labels import LabelConditioner
 from jukebox_tf.prior.transformer import Transformer
 from jukebox_tf.prior.upsampler_conditioner import UpsamplerConditioner
-from jukebox_tf.vqvae.conv import PACKAGE
 
 _LN2 = math.log(2.0)
 

@@ -1,10 +1,8 @@
 """Training the priors with the shared loop (`jukebox_tf.training`): the priors' `Task`.
 
-The codes dataset (`jukebox-tf encode`, vqvae/codes.py) holds one record per audio chunk. The
+The codes dataset (`jukebox-tf encode`, codes/format.py) holds one record per audio chunk. The
 task loads the codes of the prior's level (and of the level above, for an upsampler) into
-memory once, per track: each chunk's codes are placed at the token its offset falls on, so
-tracks are continuous however they were chunked (overlapping chunks overwrite the padded tail
-of the one before; tokens no chunk covers are masked out of the loss).
+memory once, per track (codes/tracks.py); tokens no chunk covers are masked out of the loss.
 
 Batches are drawn by pure tf.data over constant tensors with stateless random ops: a track
 with probability proportional to its length, a window of n_ctx tokens in it uniformly (a
@@ -17,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from jukebox_tf import storage
+from jukebox_tf.codes.format import load_codes_manifest
+from jukebox_tf.codes.hierarchy import CodeHierarchy, PriorFacts, hop_ratio
+from jukebox_tf.codes.tracks import CodesData
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import finetune, lyrics as lyrics_lib
 from jukebox_tf.prior.config import LYRIC_LAYOUTS, PriorConfig
@@ -31,111 +31,11 @@ from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
 from jukebox_tf.prior.prior import build_prior
 from jukebox_tf.training.warm_start import starting_checkpoint, warm_start
-from jukebox_tf.vqvae.codes import codes_feature_spec, load_codes_manifest
 
 # What task.json keeps of the codes manifest: what sampling needs to turn codes into audio
 # and names into label ids.
 MANIFEST_KEYS = ("levels", "hop_lengths", "l_bins", "sample_rate", "artists", "genres",
                  "vqvae_run")
-
-
-@dataclasses.dataclass
-class LevelCodes:
-    """The codes of one level, every track's concatenated: codes int16 [N], valid bool [N]
-    (a chunk covered the token), and per track its first index and length in tokens."""
-
-    codes: np.ndarray
-    valid: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-
-
-@dataclasses.dataclass
-class CodesData:
-    """A codes dataset in memory: per level LevelCodes, per track its labels and lyrics."""
-
-    manifest: dict
-    levels: dict[int, LevelCodes]
-    track_ids: list[str]
-    track_lengths: np.ndarray  # audio samples of each whole track
-    artist_ids: np.ndarray
-    genre_ids: list[list[int]]
-    lyrics: list[str]
-
-    @property
-    def max_track_seconds(self) -> float:
-        return float(self.track_lengths.max(initial=0)) / self.manifest["sample_rate"]
-
-    @classmethod
-    def load(cls, codes_dir: str, levels: Sequence[int]) -> "CodesData":
-        manifest = load_codes_manifest(codes_dir)
-        for level in levels:
-            if not 0 <= level < manifest["levels"]:
-                raise JukeboxError(f"{codes_dir}: no level {level} (the codes have "
-                                   f"{manifest['levels']} levels)")
-        chunks = _read_chunks(codes_dir, manifest, levels)
-        if not chunks:
-            raise JukeboxError(f"{codes_dir}: the codes dataset holds no chunks")
-        by_track: dict[str, list[dict]] = {}
-        for chunk in chunks:
-            by_track.setdefault(chunk["track_id"], []).append(chunk)
-        track_ids = sorted(by_track)
-        tracks = [sorted(by_track[t], key=lambda c: c["offset"]) for t in track_ids]
-        hops = manifest["hop_lengths"]
-        return cls(
-            manifest=manifest,
-            levels={level: _concatenate([_track_tokens(t, level, hops[level]) for t in tracks])
-                    for level in levels},
-            track_ids=track_ids,
-            track_lengths=np.array([max(c["track_length"] for c in t) for t in tracks],
-                                   np.int64),
-            artist_ids=np.array([t[0]["artist_id"] for t in tracks], np.int64),
-            genre_ids=[list(t[0]["genre_ids"]) for t in tracks],
-            lyrics=[t[0]["lyrics"] for t in tracks])
-
-
-def _read_chunks(codes_dir: str, manifest: dict, levels: Sequence[int]) -> list[dict]:
-    spec = codes_feature_spec(manifest["levels"])
-    keep = {f"codes_l{level}" for level in levels} | {
-        "track_id", "offset", "num_samples", "track_length", "artist_id", "genre_ids", "lyrics"}
-    spec = {k: v for k, v in spec.items() if k in keep}
-    files = [os.path.join(codes_dir, s["file"]) for s in manifest["shards"]]
-    ds = tf.data.TFRecordDataset(files).batch(256).map(
-        lambda raw: tf.io.parse_example(raw, spec))
-    chunks = []
-    for batch in ds:
-        genres = tf.sparse.to_dense(batch["genre_ids"], default_value=-1).numpy()
-        batch = {k: v.numpy() for k, v in batch.items() if k != "genre_ids"}
-        for i in range(len(batch["track_id"])):
-            chunk = {k: batch[k][i] for k in ("offset", "num_samples", "track_length",
-                                              "artist_id")}
-            chunk.update(track_id=batch["track_id"][i].decode(),
-                         lyrics=batch["lyrics"][i].decode("utf-8", errors="replace"),
-                         genre_ids=[int(g) for g in genres[i] if g >= 0])
-            for level in levels:
-                chunk[level] = np.frombuffer(batch[f"codes_l{level}"][i], "<i2")
-            chunks.append(chunk)
-    return chunks
-
-
-def _track_tokens(chunks: list[dict], level: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(codes int16 [n], valid bool [n]) of one track, its chunks sorted by offset."""
-    extent = max(int(c["offset"]) + int(c["num_samples"]) for c in chunks)
-    n = -(-extent // hop)
-    codes, valid = np.zeros(n, np.int16), np.zeros(n, bool)
-    for chunk in chunks:
-        start = (int(chunk["offset"]) + hop // 2) // hop  # the token its offset falls on
-        part = chunk[level][:max(n - start, 0)]
-        codes[start:start + len(part)] = part
-        valid[start:start + len(part)] = True
-    return codes, valid
-
-
-def _concatenate(tracks: list[tuple[np.ndarray, np.ndarray]]) -> LevelCodes:
-    lengths = np.array([len(c) for c, _ in tracks], np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return LevelCodes(np.concatenate([c for c, _ in tracks]),
-                      np.concatenate([v for _, v in tracks]), starts, lengths)
 
 
 def _hop_ratio_split(ratio: int) -> tuple[int, int]:
@@ -155,10 +55,7 @@ def prior_config_for_codes(base: PriorConfig, data: CodesData, level: int, label
     overrides = dict(level=level, levels=levels, l_bins=manifest["l_bins"],
                      sample_rate=manifest["sample_rate"], labels=labels)
     if level < levels - 1:
-        ratio = hops[level + 1] // hops[level]
-        if ratio * hops[level] != hops[level + 1]:
-            raise JukeboxError(f"hop lengths {hops}: level {level + 1} is not a whole number "
-                               f"of level-{level} tokens")
+        ratio = hop_ratio(hops, level)
         overrides["cond_down_t"], overrides["cond_stride_t"] = _hop_ratio_split(ratio)
     if labels:
         # Vocabularies include id 0 = unknown, so a dataset without labels has one of each.
@@ -247,17 +144,10 @@ class PriorTask:
 
     def _check(self, info: dict):
         config = self.config
-        if info["levels"] != config.levels:
-            raise JukeboxError(f"the codes have {info['levels']} levels, the prior config "
-                               f"{config.levels}")
-        if info["l_bins"] != config.l_bins:
-            raise JukeboxError(f"the codes have {info['l_bins']} bins, the prior config "
-                               f"{config.l_bins}")
-        hops = info["hop_lengths"]
-        if config.is_upsampler and hops[config.level + 1] != hops[config.level] * config.hop_ratio:
-            raise JukeboxError(f"hop lengths {hops}: the upsampler expects a ratio of "
-                               f"{config.hop_ratio} between levels {config.level} and "
-                               f"{config.level + 1}")
+        facts = PriorFacts(level=config.level, levels=config.levels, l_bins=config.l_bins,
+                           hop_ratio=config.hop_ratio if config.is_upsampler else None)
+        CodeHierarchy.of(info).check(facts, f"codes {self.codes_dir or ''}".rstrip(),
+                                     "the prior config is for")
 
     # -- the Task protocol -------------------------------------------------------------------
 

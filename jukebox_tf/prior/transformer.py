@@ -12,10 +12,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from jukebox_tf.layers import PACKAGE
+from jukebox_tf.layers.graph import build_once
+from jukebox_tf.layers.linear import LayerNorm, linear
 from jukebox_tf.prior.config import ACTIVATIONS, CROSS, DENSE, AttnOrder, PriorConfig, attn_kinds
-from jukebox_tf.prior.factorized_attention import (FactorizedAttention, LayerNorm, build_once,
-                                                  linear)
-from jukebox_tf.vqvae.conv import PACKAGE
+from jukebox_tf.prior.factorized_attention import FactorizedAttention
 
 
 def _activation(name: str):

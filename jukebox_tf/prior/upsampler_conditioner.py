@@ -1,7 +1,7 @@
 """The upsamplers' conditioning on the level above, as the original's `Conditioner`.
 
 Codes of the level above are embedded, upsampled in time by the hop ratio between the levels
-with a VQ-VAE decoder block (dilated residual stacks + transposed convs), and layer-normed;
+with the VQ-VAE decoder's conv block (dilated residual stacks + transposed convs), and layer-normed;
 the result is added at every position of the upsampler prior.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from jukebox_tf.vqvae.conv import PACKAGE
-from jukebox_tf.vqvae.decoder import DecoderConvBlock
+from jukebox_tf.layers import PACKAGE
+from jukebox_tf.layers.conv_blocks import DecoderConvBlock
+
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

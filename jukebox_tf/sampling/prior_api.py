@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from jukebox_tf.codes.hierarchy import PriorFacts
+
 
 class SamplingPrior(Protocol):
     config: Any
@@ -137,6 +139,12 @@ def forward_logits(prior, prev_tokens, cond):
 
     cache = prior.init_cache(prev_tokens.shape[0], cond)
     return prior.step(prev_tokens, tf.constant(0), cache, cond)[0]
+
+
+def facts(prior) -> PriorFacts:
+    """What the prior says of its VQ-VAE, for CodeHierarchy.check."""
+    return PriorFacts(level=prior_level(prior), l_bins=_first(prior, ("l_bins",)),
+                      sample_rate=timing_sample_rate(prior), hop_ratio=hop_ratio(prior))
 
 
 def n_params(prior) -> int:

@@ -16,6 +16,7 @@ import dataclasses
 import os
 from typing import Sequence
 
+from jukebox_tf.codes.hierarchy import CodeHierarchy, PriorFacts
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior.label_vocab import UNKNOWN, LabelVocab
 
@@ -122,24 +123,14 @@ def read_prior_info(run_dir: str, flag: str) -> RunInfo:
 
 def check_against_vqvae(info: RunInfo, vq, flag: str):
     """The prior must model codes of this VQ-VAE: same levels, hops, codebook and rate."""
-    where = f"{flag} {info.run_dir}"
-    levels = info.config.get("levels", info.codes.get("levels"))
-    if levels != vq.levels:
-        raise JukeboxError(f"{where}: the prior was trained on codes of a {levels}-level VQ-VAE, "
-                           f"the VQ-VAE has {vq.levels} levels")
-    if info.config["l_bins"] != vq.l_bins:
-        raise JukeboxError(f"{where}: the prior has a codebook size of {info.config['l_bins']} "
-                           f"codes, the VQ-VAE's codebook has {vq.l_bins} (l_bins)")
-    hops = info.codes.get("hop_lengths")
-    if hops is not None and tuple(hops) != tuple(vq.hop_lengths):
-        raise JukeboxError(f"{where}: the prior's codes have hop lengths {tuple(hops)}, the "
-                           f"VQ-VAE's {tuple(vq.hop_lengths)}")
     rate = info.codes.get("sample_rate")
     if rate is None and info.config.get("labels"):
         rate = info.config.get("sample_rate")
-    if rate is not None and int(rate) != vq.sample_rate:
-        raise JukeboxError(f"{where}: the prior was trained on codes of {rate} Hz audio, the "
-                           f"VQ-VAE works at a sample rate of {vq.sample_rate} Hz")
+    hops = info.codes.get("hop_lengths")
+    facts = PriorFacts(levels=info.config.get("levels", info.codes.get("levels")),
+                       l_bins=info.config["l_bins"], sample_rate=rate and int(rate),
+                       hop_lengths=None if hops is None else tuple(hops))
+    CodeHierarchy.of(vq).check(facts, f"{flag} {info.run_dir}")
 
 
 def _same_run(a: str | None, b: str | None) -> bool:

@@ -53,7 +53,7 @@ def _shifted(tokens):
 def _write_column(tokens, position, token):
     """tokens int32 [B, T] with token int32 [B] written at column `position`: in place under
     XLA (a dynamic-update-slice; XLA's scatter would copy the buffer every step)."""
-    from jukebox_tf.prior.factorized_attention import write_slot
+    from jukebox_tf.layers.attention import write_slot
 
     return write_slot(tokens[..., None], token[:, None, None], position)[..., 0]
 

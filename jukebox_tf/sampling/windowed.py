@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from jukebox_tf.codes.hierarchy import CodeHierarchy, PriorFacts
 from jukebox_tf.prior.labels import LENGTH, OFFSET, TOTAL_LENGTH
 from jukebox_tf.prior.lyrics import lyric_window_tf
 from jukebox_tf.sampling import prior_api
@@ -124,11 +125,10 @@ def level_windows(prior, total_tokens: int, hop_lengths: Sequence[int], *, label
         if upper_codes is None:
             raise ValueError(f"level {level} is below the top: it needs upper_codes, the codes "
                              f"of level {level + 1}")
-        upper_ratio = int(hop_lengths[level + 1]) // hop_length
-        if prior_api.hop_ratio(prior) not in (None, upper_ratio):
-            raise ValueError(f"the level-{level} prior upsamples the level above by "
-                             f"{prior_api.hop_ratio(prior)}, the VQ-VAE's hop lengths "
-                             f"{tuple(hop_lengths)} by {upper_ratio}")
+        hierarchy = CodeHierarchy(None, hop_lengths, None)
+        hierarchy.check(PriorFacts(level=level, hop_ratio=prior_api.hop_ratio(prior)),
+                        "sample_level")
+        upper_ratio = hierarchy.hop_ratio(level)
         if np.shape(upper_codes)[1] * upper_ratio < total_tokens:
             raise ValueError(f"upper_codes cover {np.shape(upper_codes)[1] * upper_ratio} "
                              f"tokens of level {level}, fewer than the {total_tokens} asked for")

@@ -7,8 +7,10 @@ import math
 import keras
 import tensorflow as tf
 
+from jukebox_tf.layers import PACKAGE
 
-@keras.saving.register_keras_serializable(package="jukebox_tf")
+
+@keras.saving.register_keras_serializable(PACKAGE)
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """lr(t) = peak * t / warmup for t < warmup, then decays from peak to 0 at `total_steps`.
 

@@ -22,7 +22,7 @@ import math
 import keras
 import tensorflow as tf
 
-from jukebox_tf.vqvae.resnet import PACKAGE
+from jukebox_tf.layers import PACKAGE
 
 
 def _replica_info():

@@ -19,7 +19,7 @@ import tensorflow as tf
 from jukebox_tf.audio.dataset import load_manifest, make_dataset
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.vqvae import losses
-from jukebox_tf.vqvae.codes import encode_length
+from jukebox_tf.codes.encode import encode_length
 
 
 def metric_key(name: str, level: int) -> str:

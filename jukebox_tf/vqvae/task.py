@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from jukebox_tf import storage
 from jukebox_tf.audio.dataset import load_manifest, make_dataset
+from jukebox_tf.codes.hierarchy import CodeHierarchy
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.training.warm_start import starting_checkpoint, warm_start
 from jukebox_tf.vqvae import losses
@@ -34,10 +35,7 @@ def compute_data_statistics(data_dir: str, config: VQVAEConfig,
 
 def check_dataset(data_dir: str, config: VQVAEConfig) -> dict:
     manifest = load_manifest(data_dir)
-    if manifest["sample_rate"] != config.sample_rate:
-        raise JukeboxError(
-            f"{data_dir}: the dataset is at {manifest['sample_rate']} Hz but the VQ-VAE preset "
-            f"expects {config.sample_rate} Hz; re-ingest with --sample-rate {config.sample_rate}")
+    CodeHierarchy.of(config).check_audio_rate(manifest["sample_rate"], data_dir)
     if manifest["channels"] != config.channels:
         raise JukeboxError(f"{data_dir}: {manifest['channels']} channel(s), the VQ-VAE expects "
                            f"{config.channels}")

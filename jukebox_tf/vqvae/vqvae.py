@@ -18,13 +18,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from jukebox_tf.layers import PACKAGE
+from jukebox_tf.layers.chain import build_chain
 from jukebox_tf.vqvae import losses
 from jukebox_tf.vqvae.bottleneck import BottleneckBlock
 from jukebox_tf.vqvae.config import VQVAEConfig
 from jukebox_tf.vqvae.decoder import Decoder
 from jukebox_tf.vqvae.encoder import Encoder, resnet_kwargs
-from jukebox_tf.vqvae.chain import build_chain
-from jukebox_tf.vqvae.resnet import PACKAGE
 
 STAT_NAMES = ("l2", "l1", "spec")
 

@@ -40,7 +40,8 @@ class _Encode(beam.DoFn):
         self.encode = tf.function(lambda audio: self.model.encode(audio))
 
     def process(self, serialized: list):
-        from jukebox_tf.vqvae.codes import chunk_windows, code_examples
+        from jukebox_tf.codes.encode import chunk_windows
+        from jukebox_tf.codes.format import code_examples
 
         batch = chunk_windows(serialized, self.length)
         for _, record, tokens in code_examples(batch, self.encode(batch["audio"]),
@@ -61,7 +62,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         from jukebox_tf import storage
         from jukebox_tf.audio import records
         from jukebox_tf.audio.dataset import load_manifest
-        from jukebox_tf.vqvae.codes import codes_manifest, encode_length, write_codes_manifest
+        from jukebox_tf.codes.encode import encode_length
+        from jukebox_tf.codes.format import codes_manifest, write_codes_manifest
         from jukebox_tf.sampling.runs import read_vqvae_config
         from pipeline.imported_runs import run_dir_of
 

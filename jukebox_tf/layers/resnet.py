@@ -1,4 +1,4 @@
-"""The dilated residual 1-D stack shared by the encoders and decoders.
+"""The dilated residual 1-D stack of the conv blocks (conv_blocks.py).
 
 Shapes are channels-last throughout: [batch, time, channels].
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from jukebox_tf.vqvae.chain import LayerChain
-from jukebox_tf.vqvae.conv import PACKAGE, Conv1D
+from jukebox_tf.layers import PACKAGE
+from jukebox_tf.layers.chain import LayerChain
+from jukebox_tf.layers.conv import Conv1D
 
 
 @tf.custom_gradient

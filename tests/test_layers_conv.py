@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jukebox_tf.vqvae import conv
-from jukebox_tf.vqvae.conv import Conv1D, Conv1DTranspose
+from jukebox_tf.layers import conv
+from jukebox_tf.layers.conv import Conv1D, Conv1DTranspose
 
 
 def tap_sum_conv(x, kernel, bias, dilation):

@@ -1,4 +1,4 @@
-"""Lean 1-D convolutions for the VQ-VAE: Keras layers over `tf.nn` ops.
+"""Lean 1-D convolutions: Keras layers over `tf.nn` ops.
 
 Same weights and 'same' padding as keras.layers.Conv1D / Conv1DTranspose (kernel
 [k, in, out], resp. [k, out, in], plus bias), but a dozen graph ops per call instead of Keras
@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-PACKAGE = "jukebox_tf"  # Keras serialization namespace of the project's layers
+from jukebox_tf.layers import PACKAGE
+
 ONEDNN = _pywrap_util_port.IsMklEnabled()  # TF_ENABLE_ONEDNN_OPTS, else the CPU's features
 
 
