@@ -136,6 +136,35 @@ def test_ancestral_writes_every_level_and_an_index(runs, ancestral):
     assert "level 0: 272 codes per sample" in stdout
 
 
+def test_without_lyrics_the_page_links_every_file_and_the_npz_holds_the_codes(runs, tmp_path):
+    """Through the command's own function, which also returns the codes it sampled."""
+    from jukebox_tf.cli import build_parser
+    from jukebox_tf.cli.sample import sample_to_dir
+    from jukebox_tf.sampling import outputs
+
+    out = tmp_path / "a"
+    run = sample_to_dir(build_parser().parse_args(["sample", *map(str, (
+        "--prior", runs["top"], "--upsamplers", runs["up0"], runs["up1"], "--seconds", 0.1,
+        "--samples", 2, "--temperature", "1.0,0.9,0.9", "--seed", 11, "--no-xla", "--quiet",
+        "-o", out))]))
+    codes, paths = run["codes_arrays"], run
+    top_tokens = 2176 // 128  # 0.1 s at 22050 Hz, in whole top-level codes
+    assert {level: c.shape for level, c in codes.items()} == {
+        2: (2, top_tokens), 1: (2, top_tokens * 4), 0: (2, top_tokens * 16)}
+    # The page links every file written, and nothing else; no temp files are left.
+    files = files_under(out)
+    page = open(paths["html"]).read()
+    assert referenced(page) == files - {"index.html"}
+    assert len(files) == 3 * (2 + 1) + 2 and not any(".tmp" in f for f in files)
+    assert "ancestral" in page and "temperatures" in page
+    # codes.npz round trip.
+    loaded, metadata = outputs.load_codes_npz(paths["codes"])
+    assert loaded.keys() == codes.keys()
+    for level in codes:
+        np.testing.assert_array_equal(loaded[level], codes[level])
+    assert metadata["settings"]["mode"] == "ancestral" and metadata["sample_rate"] == 22050
+
+
 @pytest.mark.slow
 def test_stream_writes_level_0_as_it_comes_and_the_same_samples(runs):
     """--stream: the same codes and files as without it, plus stream/sample_<i>.wav (the

@@ -551,11 +551,11 @@ def test_upsample_draws_the_library_tokens(client, hierarchy):
 @pytest.mark.slow
 def test_generate_runs_the_whole_hierarchy_as_the_library(client, hierarchy):
     from jukebox_tf.sampling.modes import decode_codes, sample_codes
+    from jukebox_tf.sampling.settings import SamplingSettings
 
-    codes = sample_codes("ancestral", hierarchy.vqvae, hierarchy.priors,
-                         seconds=float(np.float32(0.03)), n_samples=2, artist_id=1,
-                         genre_ids=[1], lyrics="la", temperatures=0.9, top_k=20, top_p=0.95,
-                         seed=3, progress=False)
+    codes = sample_codes("ancestral", hierarchy.vqvae, hierarchy.priors, SamplingSettings(
+        seconds=float(np.float32(0.03)), n_samples=2, artist_id=1, genre_ids=[1], lyrics="la",
+        temperatures=0.9, top_k=20, top_p=0.95, seed=3), progress=False)
     audio = decode_codes(hierarchy.vqvae, {0: codes[0]})[0][..., 0]
     out = ok(client.results(), "generate")
     for level, n in ((2, 5), (1, 20), (0, 80)):  # 0.03 s -> 5 top-level codes

@@ -1,10 +1,10 @@
 """Sampling: logit filters against a numpy restatement of the original's filter_logits, the
 compiled cached window loop against a naive full-forward loop, windowed stitching (no gaps or
-overlaps, primes kept, per-window conditioning), and the hierarchy modes with the files they
-write and read back. Stand-in priors (tests/sampling_helpers.py) implement the prior contract."""
+overlaps, primes kept, per-window conditioning), and the hierarchy modes continuing the codes
+they save (the files `jukebox-tf sample` writes: test_cli_sample.py). Stand-in priors
+(tests/sampling_helpers.py) implement the prior contract."""
 
-import os
-import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from jukebox_tf.prior.config import get_preset as prior_preset, with_lyrics
 from jukebox_tf.prior.labels import LENGTH, OFFSET, make_labels
 from jukebox_tf.sampling import filters, modes, noise, outputs, prior_api, windowed
 from jukebox_tf.sampling.sampler import sample_window
+from jukebox_tf.sampling.settings import SamplingSettings
 from jukebox_tf.vqvae.config import get_preset
 from jukebox_tf.vqvae.vqvae import build_vqvae
 
@@ -360,44 +361,25 @@ def hierarchy():
     return vqvae, [prior(0, 32), prior(1, 32), prior(2, 16)]
 
 
-SETTINGS = dict(n_samples=2, artist_id=3, genre_ids=[1], temperatures=(0.9, 0.9, 1.0),
-                seed=11, progress=False)
+SETTINGS = SamplingSettings(n_samples=2, artist_id=3, genre_ids=[1],
+                            temperatures=(0.9, 0.9, 1.0), seed=11)
 
 
-def referenced_files(page):
-    return set(re.findall(r'(?:src|href)="([^"]+)"', page))
-
-
-def test_ancestral_writes_every_level_and_continue_upsample_read_it_back(hierarchy, tmp_path):
+def test_continue_and_upsample_read_back_saved_codes(hierarchy, tmp_path):
     vqvae, priors = hierarchy
-    run = modes.sample_to_dir(str(tmp_path / "a"), "ancestral", vqvae, priors, seconds=0.1,
-                              **SETTINGS)
-    codes, paths = run["codes"], run["paths"]
-    top_tokens = 2176 // 128  # 0.1 s at 22050 Hz, in whole top-level codes
-    assert {level: c.shape for level, c in codes.items()} == {
-        2: (2, top_tokens), 1: (2, top_tokens * 4), 0: (2, top_tokens * 16)}
-    # The page links every file written, and nothing else; no temp files are left.
-    out = tmp_path / "a"
-    files = {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
-    page = open(paths["html"]).read()
-    assert referenced_files(page) == files - {"index.html"}
-    assert len(files) == 3 * (2 + 1) + 2 and not any(".tmp" in f for f in files)
-    assert "ancestral" in page and "temperatures" in page
-    # codes.npz round trip.
-    loaded, metadata = outputs.load_codes_npz(paths["codes"])
-    assert loaded.keys() == codes.keys()
-    for level in codes:
-        np.testing.assert_array_equal(loaded[level], codes[level])
-    assert metadata["settings"]["mode"] == "ancestral" and metadata["sample_rate"] == 22050
+    codes = modes.sample_codes("ancestral", vqvae, priors, replace(SETTINGS, seconds=0.1),
+                               progress=False)
+    loaded, _ = outputs.load_codes_npz(outputs.save_codes_npz(str(tmp_path / "codes.npz"),
+                                                              codes))
 
-    longer = modes.sample_codes("continue", vqvae, priors, codes=loaded, seconds=0.15,
-                                **SETTINGS)
+    longer = modes.sample_codes("continue", vqvae, priors, replace(SETTINGS, seconds=0.15),
+                                codes=loaded, progress=False)
     for level, c in longer.items():
         assert c.shape == (2, 3200 // vqvae.config.hop_lengths[level])
         np.testing.assert_array_equal(c[:, :codes[level].shape[1]], codes[level])
 
-    up = modes.sample_codes("upsample", vqvae, [priors[0], priors[1], None], codes=loaded,
-                            **{**SETTINGS, "seed": 12})
+    up = modes.sample_codes("upsample", vqvae, [priors[0], priors[1], None],
+                            replace(SETTINGS, seed=12), codes=loaded, progress=False)
     np.testing.assert_array_equal(up[2], codes[2])
     assert up[1].shape == codes[1].shape and up[0].shape == codes[0].shape
     assert (up[1] != codes[1]).any()  # resampled, with another seed
@@ -412,18 +394,18 @@ def test_streaming_samples_the_same_codes_and_decodes_the_same_audio(hierarchy, 
 
     vqvae, priors = hierarchy
     t = np.arange(3000) / 22050
-    given = dict(seconds=0.25)
+    settings, given = replace(SETTINGS, seconds=0.25), dict(progress=False)
     if mode in ("continue", "upsample"):
-        given = dict(codes=modes.sample_codes("ancestral", vqvae, priors, seconds=0.1,
-                                              **SETTINGS), seconds=0.25)
+        given["codes"] = modes.sample_codes("ancestral", vqvae, priors,
+                                            replace(SETTINGS, seconds=0.1), progress=False)
         if mode == "upsample":
-            given.pop("seconds")
+            settings = SETTINGS
             priors = [priors[0], priors[1], None]
     elif mode == "primed":
         given["prompt"] = (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    whole = modes.sample_codes(mode, vqvae, priors, **given, **SETTINGS)
+    whole = modes.sample_codes(mode, vqvae, priors, settings, **given)
     calls, timings = [], {}
-    streamed = modes.sample_codes(mode, vqvae, priors, **given, **SETTINGS, timings=timings,
+    streamed = modes.sample_codes(mode, vqvae, priors, settings, **given, timings=timings,
                                   on_lowest=lambda level, c: calls.append((level, c.copy())))
     assert sorted(streamed) == sorted(whole)
     for level in whole:
@@ -470,8 +452,8 @@ def test_primed_continues_the_prompt_codes_at_every_level(hierarchy):
     prompt = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     prompt_codes = modes.encode_prompt(vqvae, prompt)
     assert prompt_codes[2].shape == (1, 1400 // 128)
-    codes = modes.sample_codes("primed", vqvae, [None, priors[1], priors[2]], prompt=prompt,
-                               seconds=0.1, **SETTINGS)
+    codes = modes.sample_codes("primed", vqvae, [None, priors[1], priors[2]],
+                               replace(SETTINGS, seconds=0.1), prompt=prompt, progress=False)
     assert sorted(codes) == [1, 2]  # no level-0 upsampler: stops at level 1
     for level in (1, 2):
         expected = np.repeat(prompt_codes[level], 2, axis=0)
@@ -530,11 +512,11 @@ def test_a_level_made_part_by_part_is_the_level_made_whole(hierarchy):
 def test_mode_errors(hierarchy, tmp_path):
     vqvae, priors = hierarchy
     with pytest.raises(JukeboxError, match="unknown sampling mode"):
-        modes.sample_codes("remix", vqvae, priors, seconds=0.1)
+        modes.sample_codes("remix", vqvae, priors, SamplingSettings(seconds=0.1))
     with pytest.raises(JukeboxError, match="needs saved codes"):
-        modes.sample_codes("continue", vqvae, priors, seconds=0.1)
+        modes.sample_codes("continue", vqvae, priors, SamplingSettings(seconds=0.1))
     with pytest.raises(JukeboxError, match="longer"):
-        modes.sample_codes("continue", vqvae, priors, seconds=0.01,
+        modes.sample_codes("continue", vqvae, priors, SamplingSettings(seconds=0.01),
                            codes={2: np.zeros((1, 5), np.int32)}, progress=False)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")

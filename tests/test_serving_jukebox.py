@@ -394,7 +394,7 @@ def test_generate_stream_writes_the_same_clip_as_it_comes(server, tmp_path):
     audio within 16-bit rounding, and the time to the first second reported."""
     import soundfile
 
-    from jukebox_tf.cli.generate import Progress, generate_clip, write_outputs
+    from jukebox_tf.cli.generate import GenerateRequest, Progress, generate_clip, write_outputs
 
     clips, results = {}, {}
     for name, flags in (("whole", ()), ("stream", ("--stream",))):
@@ -403,7 +403,8 @@ def test_generate_stream_writes_the_same_clip_as_it_comes(server, tmp_path):
                              "--artist", "ann", "-o", clips[name], *flags)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):  # as `run`, keeping the codes
-            results[name] = generate_clip(server.target, args, Progress(True, err))
+            results[name] = generate_clip(server.target, GenerateRequest.from_args(args),
+                                          Progress(True, err))
             write_outputs(str(clips[name]), results[name], not results[name].get("streamed"))
     assert "upsample level 0 from 0/" in err.getvalue()
     assert "the first second of level-0 audio after" in err.getvalue()
@@ -466,6 +467,13 @@ def test_generate_falls_back_to_the_plain_signatures_when_the_server_has_xla_off
         np.testing.assert_array_equal(audio["plain"], audio["xla"])
     finally:
         plain.stop()
+
+
+def test_a_generate_request_has_the_commands_defaults():
+    from jukebox_tf.cli.generate import GenerateRequest
+
+    assert GenerateRequest.from_args(generate_args("--seconds", 1, "-o", "x.wav")) == (
+        GenerateRequest(seconds=1.0, out="x.wav"))
 
 
 def test_generate_reports_unreachable_server_and_unknown_model(server, tmp_path):

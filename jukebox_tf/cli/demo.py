@@ -49,8 +49,6 @@ def generate_through_server(out_dir: str, models_dir: str, artist: str, genre: s
     """Starts the local TF-Serving-compatible server on free ports, runs `jukebox-tf
     generate`'s steps through gRPC, stops the server, and writes SERVED_DIR/clip.wav, its PNG
     and an index.html with a player: {"wav", "png", "html"}."""
-    import argparse
-
     import numpy as np
     import portpicker
 
@@ -67,14 +65,12 @@ def generate_through_server(out_dir: str, models_dir: str, artist: str, genre: s
     options = ServerOptions(port=portpicker.pick_unused_port(), rest_port=0, grace_seconds=2.0)
     with ModelServer(config, options) as server:
         client.wait_until_available(server.target, "jukebox", timeout=600)
-        gen_args = argparse.Namespace(
-            server=server.target, model="jukebox", version=None, artist=artist, genre=[genre],
-            lyrics="", seconds=seconds, total_seconds=0.0, out=wav_path, prompt=None,
-            prompt_seconds=None, temperature=1.0, top_k=0, top_p=0.0, seed=seed,
-            timeout=600.0, quiet=False)
-        generate.check_args(gen_args)
+        request = generate.GenerateRequest(server=server.target, model="jukebox",
+                                           artist=artist, genre=(genre,), seconds=seconds,
+                                           out=wav_path, seed=seed)
+        generate.check_args(request)
         with client.connect(server.target) as channel:
-            result = generate.generate_clip(channel, gen_args, generate.Progress(True))
+            result = generate.generate_clip(channel, request, generate.Progress(True))
     wav, png = generate.write_outputs(wav_path, result)
     audio = np.asarray(result["audio"], np.float32)
     audio = audio[None, :, None] if audio.ndim == 1 else audio[None]

@@ -15,6 +15,7 @@ OUT.wav when complete: the same codes and audio, the first second long before th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -63,33 +64,66 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def check_args(args) -> None:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerateRequest:
+    """The clip `jukebox-tf generate` asks a server for; defaults as the command's."""
+
+    seconds: float
+    out: str  # the WAV to write (and, with stream, to write as it comes)
+    server: str = "localhost:8500"
+    model: str = "jukebox"
+    version: int | None = None  # None: the newest the server serves
+    artist: str = ""
+    genre: tuple[str, ...] = ()
+    lyrics: str = ""
+    total_seconds: float = 0.0  # 0: seconds
+    prompt: str | None = None  # an audio file to continue
+    prompt_seconds: float | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    seed: int = 0
+    timeout: float = 600.0  # seconds per call
+    no_xla: bool = False
+    stream: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> GenerateRequest:
+        """The request of the command's parsed arguments."""
+        values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}
+        return cls(**{**values, "genre": tuple(values["genre"])})
+
+
+def check_args(request: GenerateRequest) -> None:
     from jukebox_tf.errors import JukeboxError
 
-    if not args.seconds > 0:
-        raise JukeboxError(f"--seconds must be positive, got {args.seconds}")
-    if args.total_seconds < 0:
-        raise JukeboxError(f"--total-seconds must not be negative, got {args.total_seconds}")
-    if args.temperature < 0:
-        raise JukeboxError(f"--temperature must not be negative, got {args.temperature}")
-    if args.top_k < 0:
-        raise JukeboxError(f"--top-k must not be negative, got {args.top_k}")
-    if not 0.0 <= args.top_p <= 1.0:
-        raise JukeboxError(f"--top-p must be in [0, 1], got {args.top_p}")
-    if args.timeout <= 0:
-        raise JukeboxError(f"--timeout must be positive, got {args.timeout}")
-    if args.prompt_seconds is not None and args.prompt is None:
+    if not request.seconds > 0:
+        raise JukeboxError(f"--seconds must be positive, got {request.seconds}")
+    if request.total_seconds < 0:
+        raise JukeboxError(f"--total-seconds must not be negative, got "
+                           f"{request.total_seconds}")
+    if request.temperature < 0:
+        raise JukeboxError(f"--temperature must not be negative, got {request.temperature}")
+    if request.top_k < 0:
+        raise JukeboxError(f"--top-k must not be negative, got {request.top_k}")
+    if not 0.0 <= request.top_p <= 1.0:
+        raise JukeboxError(f"--top-p must be in [0, 1], got {request.top_p}")
+    if request.timeout <= 0:
+        raise JukeboxError(f"--timeout must be positive, got {request.timeout}")
+    if request.prompt_seconds is not None and request.prompt is None:
         raise JukeboxError("--prompt-seconds needs --prompt")
-    if args.prompt is not None:
-        if not os.path.isfile(args.prompt):
-            raise JukeboxError(f"--prompt: no such file: {args.prompt}")
-        if args.prompt_seconds is not None and not 0 < args.prompt_seconds < args.seconds:
-            raise JukeboxError(f"--prompt-seconds must be in (0, --seconds={args.seconds}), "
-                               f"got {args.prompt_seconds}")
-    if ":" not in args.server:
-        raise JukeboxError(f"--server must be HOST:PORT, got {args.server!r}")
-    if not args.out.lower().endswith(".wav"):
-        raise JukeboxError(f"-o must name a .wav file, got {args.out!r}")
+    if request.prompt is not None:
+        if not os.path.isfile(request.prompt):
+            raise JukeboxError(f"--prompt: no such file: {request.prompt}")
+        if (request.prompt_seconds is not None
+                and not 0 < request.prompt_seconds < request.seconds):
+            raise JukeboxError(f"--prompt-seconds must be in (0, --seconds={request.seconds}), "
+                               f"got {request.prompt_seconds}")
+    if ":" not in request.server:
+        raise JukeboxError(f"--server must be HOST:PORT, got {request.server!r}")
+    if not request.out.lower().endswith(".wav"):
+        raise JukeboxError(f"-o must name a .wav file, got {request.out!r}")
 
 
 class Progress:
@@ -131,19 +165,20 @@ class Progress:
         return result
 
 
-def _explain(error, args):
+def _explain(error, request: GenerateRequest):
     """A ServingError turned into the message the user needs."""
     import grpc
 
     from jukebox_tf.errors import JukeboxError
 
     if error.code == grpc.StatusCode.UNAVAILABLE:
-        return JukeboxError(f"cannot reach a server at {args.server} (UNAVAILABLE: "
+        return JukeboxError(f"cannot reach a server at {request.server} (UNAVAILABLE: "
                             f"{error.details}); is `jukebox-tf serve` running there?")
     if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return JukeboxError(f"no answer from {args.server} within --timeout {args.timeout:g} s")
+        return JukeboxError(f"no answer from {request.server} within --timeout "
+                            f"{request.timeout:g} s")
     if error.code == grpc.StatusCode.NOT_FOUND:
-        return JukeboxError(f"{error.details} (model {args.model!r} on {args.server})")
+        return JukeboxError(f"{error.details} (model {request.model!r} on {request.server})")
     return JukeboxError(f"server refused the request: {error}")
 
 
@@ -195,7 +230,8 @@ class SamplingCalls:
                                   timeout=self.timeout)
 
 
-def generate_clip(server, args, progress: Progress | None = None) -> dict:
+def generate_clip(server, request: GenerateRequest,
+                  progress: Progress | None = None) -> dict:
     """Runs the steps against `server` ("host:port" or a channel): {"audio" [S] or [S, C],
     "sample_rate", "codes": {level: [1, N]}, "level"}. Raises ServingError."""
     import numpy as np
@@ -203,7 +239,7 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
     from serving import client
 
     progress = progress or Progress(False)
-    timeout, model, version = args.timeout, args.model, args.version
+    timeout, model, version = request.timeout, request.model, request.version
     meta = progress.step("metadata", read_metadata, server, model, version, timeout)
     rate, hops = int(meta["sample_rate"]), list(meta["hop_lengths"])
     levels = sorted(meta.get("generated_levels") or meta.get("prior_levels") or [])
@@ -211,24 +247,25 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
         from jukebox_tf.errors import JukeboxError
         raise JukeboxError(f"model {model!r} has no top prior to sample with")
     top = levels[-1]
-    stream = getattr(args, "stream", False) and len(levels) > 1
+    stream = request.stream and len(levels) > 1
     if stream:
         check_streamable(meta, model)
-    n_tokens = max(1, math.ceil(args.seconds * rate / hops[top]))
+    n_tokens = max(1, math.ceil(request.seconds * rate / hops[top]))
     strings = lambda s: np.array([s.encode()], dtype=object)  # noqa: E731
     row = lambda value, dtype: np.array([value], dtype)  # noqa: E731 - one per sample
-    cond = {"artist": strings(args.artist), "genres": strings("; ".join(args.genre)),
-            "total_seconds": row(args.total_seconds, np.float32),
+    cond = {"artist": strings(request.artist), "genres": strings("; ".join(request.genre)),
+            "total_seconds": row(request.total_seconds, np.float32),
             "offset_seconds": row(0.0, np.float32)}
-    settings = {"temperature": row(args.temperature, np.float32),
-                "top_k": row(args.top_k, np.int32), "top_p": row(args.top_p, np.float32),
-                "seed": row(args.seed, np.int64)}
+    settings = {"temperature": row(request.temperature, np.float32),
+                "top_k": row(request.top_k, np.int32), "top_p": row(request.top_p, np.float32),
+                "seed": row(request.seed, np.int64)}
     prime = np.zeros([1, 0], np.int32)
-    if args.prompt:
+    if request.prompt:
         from jukebox_tf.audio.load import load_audio
 
-        limit = args.prompt_seconds if args.prompt_seconds is not None else args.seconds
-        audio = load_audio(args.prompt, rate, int(meta.get("channels", 1)), max_seconds=limit)
+        limit = request.seconds if request.prompt_seconds is None else request.prompt_seconds
+        audio = load_audio(request.prompt, rate, int(meta.get("channels", 1)),
+                           max_seconds=limit)
         audio = audio[None, :, 0] if audio.shape[1] == 1 else audio[None]
         encoded = progress.step(
             "encode prompt", client.predict, server, model,
@@ -236,15 +273,15 @@ def generate_clip(server, args, progress: Progress | None = None) -> dict:
             version=version, output_filter=[f"codes_l{top}"], timeout=timeout)
         prime = encoded[f"codes_l{top}"][:, :n_tokens - 1].astype(np.int32)
     sampling = SamplingCalls(server, model, version, timeout, progress,
-                             compiled=not getattr(args, "no_xla", False)
+                             compiled=not request.no_xla
                              and XLA_TWINS <= set(meta.get("signatures", ())))
     codes = {top: sampling.call(
         f"sample level {top} ({n_tokens} tokens)", "sample",
-        {**cond, "lyrics": strings(args.lyrics), "n_tokens": row(n_tokens, np.int32), **settings,
-         "prime": prime})["codes"]}
-    length = int(round(args.seconds * rate))
+        {**cond, "lyrics": strings(request.lyrics), "n_tokens": row(n_tokens, np.int32),
+         **settings, "prime": prime})["codes"]}
+    length = int(round(request.seconds * rate))
     if stream:
-        out = open_stream(server, args, meta, levels[0], length)
+        out = open_stream(server, request, meta, levels[0], length)
         codes.update(upsample_by_windows(sampling, levels, codes[top], n_tokens * hops[top],
                                          {**cond, **settings}, hops, out.add))
         out.finish()
@@ -323,8 +360,9 @@ def check_streamable(meta: dict, model: str) -> None:
                            f"with this version of jukebox-tf, or leave out --stream")
 
 
-def open_stream(server, args, meta: dict, level: int, length: int):
-    """streaming.AudioStream writing args.out as level's codes come, decoded by the server."""
+def open_stream(server, request: GenerateRequest, meta: dict, level: int, length: int):
+    """streaming.AudioStream writing request.out as level's codes come, decoded by the
+    server."""
     import numpy as np
 
     from jukebox_tf.cli.sample import announce_first_second, seconds_since_start
@@ -335,15 +373,15 @@ def open_stream(server, args, meta: dict, level: int, length: int):
     channels = int(meta.get("channels", 1))
 
     def decode(codes):
-        audio = client.predict(server, args.model, {"codes": codes, "level": np.full(
-            [len(codes)], level, np.int32)}, signature="decode", version=args.version,
-                               timeout=args.timeout)["audio"]
+        audio = client.predict(server, request.model, {"codes": codes, "level": np.full(
+            [len(codes)], level, np.int32)}, signature="decode", version=request.version,
+                               timeout=request.timeout)["audio"]
         return audio[..., None] if audio.ndim == 2 else audio
 
-    announce = None if args.quiet else announce_first_second("generate", level)
-    return AudioStream([args.out], decode, int(meta["hop_lengths"][level]), int(fields[level]),
-                       int(meta["sample_rate"]), channels, seconds_since_start, announce,
-                       length)
+    announce = None if request.quiet else announce_first_second("generate", level)
+    return AudioStream([request.out], decode, int(meta["hop_lengths"][level]),
+                       int(fields[level]), int(meta["sample_rate"]), channels,
+                       seconds_since_start, announce, length)
 
 
 def write_outputs(out_path: str, result: dict, write_audio: bool = True) -> tuple[str, str]:
@@ -362,16 +400,17 @@ def write_outputs(out_path: str, result: dict, write_audio: bool = True) -> tupl
 
 
 def run(args) -> int:
-    check_args(args)
+    request = GenerateRequest.from_args(args)
+    check_args(request)
     from serving import client
 
-    progress = Progress(not args.quiet)
+    progress = Progress(not request.quiet)
     try:
-        with client.connect(args.server) as channel:
-            result = generate_clip(channel, args, progress)
+        with client.connect(request.server) as channel:
+            result = generate_clip(channel, request, progress)
     except client.ServingError as e:
-        raise _explain(e, args) from None
-    wav, png = write_outputs(args.out, result, write_audio=not result.get("streamed"))
+        raise _explain(e, request) from None
+    wav, png = write_outputs(request.out, result, write_audio=not result.get("streamed"))
     print(wav)
     print(png)
     return 0

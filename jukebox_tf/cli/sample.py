@@ -101,7 +101,7 @@ def _warn(message: str) -> None:
 
 def parse_temperatures(text: str, levels: int) -> tuple[float, ...]:
     """'0.98' -> that value at every level; 'T2,T1,T0' -> per level, the top level first.
-    Returns index = level, as sample_codes takes them."""
+    Returns index = level, as SamplingSettings takes them."""
     from jukebox_tf.errors import JukeboxError
 
     try:
@@ -250,7 +250,9 @@ def _load_prompt(args, vq):
     return audio
 
 
-def _sample(args) -> dict:
+def sample_to_dir(args) -> dict:
+    """What `jukebox-tf sample ARGS` does but print its summary: returns write_outputs' paths
+    and "codes_arrays" ({level: int32 [B, T]}), "levels" and "timing"."""
     from jukebox_tf.errors import JukeboxError
 
     _check_args(args)  # before TensorFlow is imported: usage errors come back at once
@@ -292,6 +294,7 @@ def _sample(args) -> dict:
                                            use_xla)
     from jukebox_tf.sampling.outputs import write_outputs
     from jukebox_tf.sampling.runs import load_weights
+    from jukebox_tf.sampling.settings import SamplingSettings
 
     began = time.perf_counter()
     runs = load_weights(plan, [level for level in levels
@@ -303,12 +306,14 @@ def _sample(args) -> dict:
     if args.mode == "upsample":
         priors = list(priors)
         priors[plan.top] = None  # the saved top level stands in for it
-    codes = sample_codes(
-        args.mode, runs.vqvae, priors, seconds=args.seconds, n_samples=args.samples,
+    sampling = SamplingSettings(
+        seconds=args.seconds, total_seconds=args.total_seconds, n_samples=args.samples,
         artist_id=artist_ids, genre_ids=level_genre_ids, lyrics=lyrics,
-        total_seconds=args.total_seconds, prompt=prompt, prompt_seconds=args.prompt_seconds,
-        codes=saved, temperatures=temperatures, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, jit_compile="auto" if args.xla is None else args.xla,
+        temperatures=temperatures, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        jit_compile="auto" if args.xla is None else args.xla)
+    codes = sample_codes(
+        args.mode, runs.vqvae, priors, sampling, prompt=prompt,
+        prompt_seconds=args.prompt_seconds, codes=saved,
         progress=not (args.quiet or args.stream),
         timings=windows, on_lowest=stream.add if stream else None)
     if stream:
@@ -325,8 +330,8 @@ def _sample(args) -> dict:
             " ".join(args.genre)), genre_ids)),
         "lyrics": lyrics or "", "temperatures (top first)": list(reversed(temperatures)),
         "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
-        "xla (levels)": [level for level in levels if priors[level] is not None and use_xla(
-            "auto" if args.xla is None else args.xla, priors[level])],
+        "xla (levels)": [level for level in levels if priors[level] is not None
+                         and use_xla(sampling.jit_compile, priors[level])],
         "vqvae": plan.vqvae_run,
         **{f"level {level} prior": plan.runs[level].run_dir for level in levels
            if level in plan.runs and level in codes and priors[level] is not None},
@@ -340,10 +345,7 @@ def _sample(args) -> dict:
         settings["codes"] = args.codes
     alignment, aligning = None, time.perf_counter()
     if args.mode != "upsample" and plan.top in codes:
-        alignment = lyric_alignment_of(
-            vq, priors[plan.top], codes[plan.top], lyrics=lyrics,
-            artist_id=artist_ids[plan.top], genre_ids=level_genre_ids[plan.top],
-            total_seconds=args.total_seconds)
+        alignment = lyric_alignment_of(vq, priors[plan.top], codes[plan.top], sampling)
     decoding = time.perf_counter()
     audio = decode_codes(runs.vqvae, codes)
     # Where the time went (the first window of a level includes tracing its graph).
@@ -423,7 +425,7 @@ class _Stream:
 
 
 def run(args) -> int:
-    result = _sample(args)
+    result = sample_to_dir(args)
     codes = result["codes_arrays"]
     top = max(codes)
     n = codes[top].shape[0]

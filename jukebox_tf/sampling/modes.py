@@ -6,8 +6,9 @@ codes of every level (index = level; the top level is the last).
 - continue: saved codes (load_codes_npz) continued to a longer length at every level.
 - upsample: saved top-level codes kept; the lower levels sampled from them.
 
-    codes = sample_codes("ancestral", vqvae, [upsampler_0, upsampler_1, top], seconds=10,
-                         n_samples=2, artist_id=3, genre_ids=[7], lyrics="...")
+    settings = SamplingSettings(seconds=10, n_samples=2, artist_id=3, genre_ids=[7],
+                                lyrics="...")
+    codes = sample_codes("ancestral", vqvae, [upsampler_0, upsampler_1, top], settings)
     audio = decode_codes(vqvae, codes)               # {level: float32 [B, T, channels]}
 
 `priors` is indexed by level; levels whose prior is None are not sampled, and sampling stops
@@ -17,8 +18,7 @@ at the first missing upsampler (so [None, None, top] gives the top level alone).
 from __future__ import annotations
 
 import functools
-import json
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -26,20 +26,11 @@ from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
 from jukebox_tf.prior.labels import make_labels
 from jukebox_tf.sampling import prior_api
+from jukebox_tf.sampling.settings import SamplingSettings
 from jukebox_tf.sampling.streaming import interleave
-from jukebox_tf.sampling.windowed import HOP_FRACTIONS, level_windows, sample_level
+from jukebox_tf.sampling.windowed import level_windows, sample_level
 
 MODES = ("ancestral", "primed", "continue", "upsample")
-DEFAULT_TEMPERATURES = (0.99, 0.99, 0.99)  # the original sample.py's, per level
-
-
-def per_level(value, levels: int, name: str) -> tuple:
-    """A scalar for every level, or a sequence with one value per level (index = level)."""
-    if np.ndim(value) == 0:
-        return (value,) * levels
-    if len(value) != levels:
-        raise JukeboxError(f"{name}: {len(value)} values for {levels} levels")
-    return tuple(value)
 
 
 def audio_length(seconds: float, sample_rate: int, top_hop: int) -> int:
@@ -72,28 +63,18 @@ def encode_prompt(vqvae, prompt, prompt_seconds: float | None = None) -> dict[in
     return {level: np.asarray(c, np.int32) for level, c in enumerate(codes)}
 
 
-def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = None,
-                 n_samples: int | None = None, artist_id: int | Mapping[int, int] = 0,
-                 genre_ids: Sequence[int] | Mapping[int, Sequence[int]] = (),
-                 lyrics: str | None = None, total_seconds: float | None = None, prompt=None,
-                 prompt_seconds: float | None = None, codes: dict | None = None,
-                 temperatures=DEFAULT_TEMPERATURES, top_k: int = 0, top_p: float = 0.0,
-                 hop_fractions=HOP_FRACTIONS, chunk_size: int = 32, seed: int = 0,
-                 jit_compile: bool | str = False, progress: bool = True,
-                 timings: dict | None = None, on_lowest=None) -> dict[int, np.ndarray]:
+def sample_codes(mode: str, vqvae, priors: Sequence, settings: SamplingSettings, *,
+                 prompt=None, prompt_seconds: float | None = None, codes: dict | None = None,
+                 progress: bool = True, timings: dict | None = None,
+                 on_lowest=None) -> dict[int, np.ndarray]:
     """Codes {level: int32 [n_samples, T_level]} for `mode` (see the module docstring).
 
-    seconds: the length to reach (not for upsample, whose length is the saved top level's).
-    total_seconds: the track length the timing conditioning sees (default: seconds). prompt:
-    audio for primed (see encode_prompt); codes: {level: int [B, T]} for continue / upsample
-    (B = 1 serves every sample). temperatures and hop_fractions: one value or one per level.
-    artist_id and genre_ids: the same ids at every level, or {level: ids} where the levels'
-    priors name their labels differently (runs.Hierarchy.level_label_ids). timings: a dict
-    that gets {level: [each window's wall seconds]} of the levels sampled. jit_compile: True,
-    False or "auto" (`use_xla`, per level). on_lowest(level,
-    codes int32 [B, T] so far): the levels are sampled interleaved, window by window as the
-    lowest sampled level needs them (streaming.interleave: the same codes), and this is
-    called after each window of the lowest one.
+    prompt: audio for primed (see encode_prompt); codes: {level: int [B, T]} for continue /
+    upsample (B = 1 serves every sample). timings: a dict that gets {level: [each window's
+    wall seconds]} of the levels sampled. on_lowest(level, codes int32 [B, T] so far): the
+    levels are sampled interleaved, window by window as the lowest sampled level needs them
+    (streaming.interleave: the same codes), and this is called after each window of the
+    lowest one.
     """
     config = vqvae.config
     levels, hops, rate = config.levels, config.hop_lengths, config.sample_rate
@@ -103,8 +84,8 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
     if len(priors) != levels:
         raise JukeboxError(f"give one prior (or None) per VQ-VAE level: {len(priors)} for "
                            f"{levels} levels")
-    temperatures = per_level(temperatures, levels, "temperatures")
-    hop_fractions = per_level(hop_fractions, levels, "hop_fractions")
+    temperatures = settings.per_level("temperatures", levels)
+    hop_fractions = settings.per_level("hop_fractions", levels)
 
     primes = {}
     if mode == "primed":
@@ -117,16 +98,17 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
         primes = {level: np.asarray(c, np.int32) for level, c in codes.items()}
         if mode == "upsample":
             primes = {top: primes[top]}  # lower levels are sampled afresh
-    n_samples = n_samples or (len(primes[top]) if primes else 1)
+    n_samples = settings.n_samples or (len(primes[top]) if primes else 1)
     primes = {level: _tile(c, n_samples) for level, c in primes.items()}
 
     if mode == "upsample":
         n_audio = primes[top].shape[1] * hops[top]
-    elif seconds is None:
+    elif settings.seconds is None:
         raise JukeboxError(f"{mode} sampling needs the length to reach (seconds)")
     else:
-        n_audio = audio_length(seconds, rate, hops[top])
-    total_samples = n_audio if total_seconds is None else int(total_seconds * rate)
+        n_audio = audio_length(settings.seconds, rate, hops[top])
+    total_samples = (n_audio if settings.total_seconds is None
+                     else int(settings.total_seconds * rate))
 
     out, jobs = {}, []
     for level in reversed(range(levels)):
@@ -147,34 +129,36 @@ def sample_codes(mode: str, vqvae, priors: Sequence, *, seconds: float | None = 
         n_tokens = n_audio // hops[level]
         if level in primes and primes[level].shape[1] > n_tokens:
             raise JukeboxError(f"the level-{level} codes to continue are longer "
-                               f"({primes[level].shape[1]}) than {seconds} s ({n_tokens})")
+                               f"({primes[level].shape[1]}) than {settings.seconds} s "
+                               f"({n_tokens})")
         labels, lyric_tokens = level_conditioning(prior, level, n_samples, total_samples,
-                                                  artist_id, genre_ids, lyrics)
-        settings = dict(
+                                                  settings)
+        window_args = dict(
             labels=labels, lyrics=lyric_tokens, prime=primes.get(level), n_samples=n_samples,
-            hop_fraction=hop_fractions[level], temperature=temperatures[level], top_k=top_k,
-            top_p=top_p, chunk_size=chunk_size, seed=seed,
-            jit_compile=use_xla(jit_compile, prior),
+            hop_fraction=hop_fractions[level], temperature=temperatures[level],
+            top_k=settings.top_k, top_p=settings.top_p, chunk_size=settings.chunk_size,
+            seed=settings.seed, jit_compile=use_xla(settings.jit_compile, prior),
             level=level, progress=progress,
             timings=None if timings is None else timings.setdefault(level, []))
         if on_lowest is None:
             out[level] = sample_level(prior, n_tokens, hops, upper_codes=out.get(level + 1),
-                                      **settings)
+                                      **window_args)
         else:
             jobs.append((level, functools.partial(
-                _windows_of, prior, n_tokens, hops, out.get(level + 1), settings), n_tokens))
+                _windows_of, prior, n_tokens, hops, out.get(level + 1), window_args),
+                n_tokens))
     if jobs:
         lowest = jobs[-1][0]
         out.update(interleave(jobs, n_samples, lambda codes: on_lowest(lowest, codes)))
     return out
 
 
-def _windows_of(prior, n_tokens, hops, given_upper, settings, upper_codes, upper_ready):
+def _windows_of(prior, n_tokens, hops, given_upper, window_args, upper_codes, upper_ready):
     """streaming.interleave's windows of one level: its upper level is the job above, or the
     codes given (upsample's saved top level)."""
     return level_windows(prior, n_tokens, hops, upper_codes=(
         given_upper if upper_codes is None else upper_codes), upper_ready=upper_ready,
-        **settings)
+        **window_args)
 
 
 # Beyond this many weights a prior's token step is mostly a few large matrix products, which
@@ -196,50 +180,44 @@ def use_xla(jit_compile, prior) -> bool:
     return prior_api.n_params(prior) <= AUTO_XLA_MAX_CPU_PARAMS
 
 
-def level_conditioning(prior, level: int, n_samples: int, total_samples: int, artist_id,
-                       genre_ids, lyrics: str | None) -> tuple:
+def level_conditioning(prior, level: int, n_samples: int, total_samples: int,
+                       settings: SamplingSettings) -> tuple:
     """(label rows int32 [n_samples, 4 + G] or None for a prior that takes none, (lyric tokens
     [n_samples, L], lengths [n_samples]) in the prior's own character vocabulary): what
-    sample_level reads of one level. artist_id, genre_ids as sample_codes's."""
+    sample_level reads of one level, from the settings' labels and lyrics."""
     n_genres = prior_api.max_genre_words(prior)
     # Each prior's own character vocabulary (the 1B and 5B models' differ).
     tokenizer = lyrics_lib.tokenizer_for(prior_api.lyric_vocab_size(prior))
-    lyric_tokens = lyrics_lib.pad_tokens([tokenizer.encode(lyrics or "")] * n_samples)
+    lyric_tokens = lyrics_lib.pad_tokens([tokenizer.encode(settings.lyrics or "")] * n_samples)
     labels = None if n_genres is None else np.stack([make_labels(
-        total_samples, 0, 0, _of_level(artist_id, level), _of_level(genre_ids, level),
-        n_genres)] * n_samples)
+        total_samples, 0, 0, *settings.labels_of(level), n_genres)] * n_samples)
     return labels, lyric_tokens
 
 
-def lyric_alignment_of(vqvae_config, top_prior, top_codes, *, lyrics: str | None,
-                       artist_id=0, genre_ids=(), total_seconds: float | None = None,
-                       hop_fraction: float | None = None) -> dict | None:
+def lyric_alignment_of(vqvae_config, top_prior, top_codes,
+                       settings: SamplingSettings) -> dict | None:
     """The top prior's lyric alignment of sampled top-level codes int [B, T] (alignment.py),
     as outputs.write_outputs takes it; None when there are no lyrics or the prior has no
-    layer that reads them. Settings as sample_codes's (the same labels and lyric windows)."""
+    layer that reads them. settings: sample_codes's (the same labels and lyric windows)."""
     from jukebox_tf.sampling.alignment import lyric_alignment
 
     config = getattr(top_prior, "config", None)
-    if not lyrics or config is None or getattr(config, "lyric_alignment", None) is None:
+    if (not settings.lyrics or config is None
+            or getattr(config, "lyric_alignment", None) is None):
         return None
     top = vqvae_config.levels - 1
     hop, rate = vqvae_config.hop_lengths[top], vqvae_config.sample_rate
     top_codes = np.asarray(top_codes, np.int32)
-    total = (top_codes.shape[1] * hop if total_seconds is None
-             else int(total_seconds * rate))
-    labels, lyric_tokens = level_conditioning(top_prior, top, len(top_codes), total,
-                                              artist_id, genre_ids, lyrics)
+    total = (top_codes.shape[1] * hop if settings.total_seconds is None
+             else int(settings.total_seconds * rate))
+    labels, lyric_tokens = level_conditioning(top_prior, top, len(top_codes), total, settings)
     weights = lyric_alignment(top_prior, top_codes, vqvae_config.hop_lengths, labels=labels,
-                              lyrics=lyric_tokens, hop_fraction=hop_fraction)
+                              lyrics=lyric_tokens,
+                              hop_fraction=settings.per_level("hop_fractions", top + 1)[top])
     tokenizer = lyrics_lib.tokenizer_for(prior_api.lyric_vocab_size(top_prior))
     layer, head = config.lyric_alignment
-    return {"weights": weights, "texts": [tokenizer.clean(lyrics)] * len(weights),
+    return {"weights": weights, "texts": [tokenizer.clean(settings.lyrics)] * len(weights),
             "seconds_per_token": hop / rate, "layer": layer, "head": head}
-
-
-def _of_level(value, level: int):
-    """A per-level setting's value at `level` (a dict per level, else the same everywhere)."""
-    return value[level] if isinstance(value, Mapping) else value
 
 
 def decode_codes(vqvae, codes: dict) -> dict[int, np.ndarray]:
@@ -249,32 +227,3 @@ def decode_codes(vqvae, codes: dict) -> dict[int, np.ndarray]:
                                    for i in range(len(c))])
             for level, c in codes.items()}
 
-
-def sample_to_dir(out_dir: str, mode: str, vqvae, priors: Sequence, **kwargs) -> dict:
-    """sample_codes, decode_codes and outputs.write_outputs in one call: what
-    `jukebox-tf sample` does. kwargs as sample_codes. Returns {"codes": {level: int32
-    [B, T]}, "paths": write_outputs' dict}."""
-    from jukebox_tf.sampling.outputs import write_outputs
-
-    codes = sample_codes(mode, vqvae, priors, **kwargs)
-    # The page and the npz record the plain settings; arrays (prompt audio, codes) stay out.
-    settings = {"mode": mode, **{k: v for k, v in kwargs.items()
-                                 if k not in ("prompt", "codes") and _jsonable(v)}}
-    top = vqvae.config.levels - 1
-    alignment = None if mode == "upsample" else lyric_alignment_of(
-        vqvae.config, priors[top], codes[top], lyrics=kwargs.get("lyrics"),
-        artist_id=kwargs.get("artist_id", 0), genre_ids=kwargs.get("genre_ids", ()),
-        total_seconds=kwargs.get("total_seconds"),
-        hop_fraction=per_level(kwargs.get("hop_fractions", HOP_FRACTIONS), top + 1,
-                               "hop_fractions")[top])
-    paths = write_outputs(out_dir, codes, decode_codes(vqvae, codes), vqvae.config.sample_rate,
-                          settings, alignment)
-    return {"codes": codes, "paths": paths}
-
-
-def _jsonable(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False

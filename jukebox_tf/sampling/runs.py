@@ -4,8 +4,8 @@ weights are loaded, and artist / genre names turned into the ids the priors were
 
     runs = load_hierarchy("runs/vqvae", "runs/top", ["runs/up1", "runs/up0"])
     artist_id, genre_ids, warnings = runs.label_ids("Willow Harper", ["folk"])
-    codes = sample_codes("ancestral", runs.vqvae, runs.priors, seconds=5, artist_id=artist_id,
-                         genre_ids=genre_ids)
+    codes = sample_codes("ancestral", runs.vqvae, runs.priors,
+                         SamplingSettings(seconds=5, artist_id=artist_id, genre_ids=genre_ids))
 
 `runs.priors` is indexed by level (None where no run was given), as sample_codes wants it.
 """
@@ -78,7 +78,7 @@ class Hierarchy:
     def level_label_ids(self, artist: str | None, genres: Sequence[str] = ()
                         ) -> tuple[dict[int, int], dict[int, list[int]], list[str]]:
         """({level: artist id}, {level: genre ids}, warnings) for every level, each by its
-        run's names (sample_codes takes both dicts); a warning is given once."""
+        run's names (SamplingSettings takes both dicts); a warning is given once."""
         artists, genre_ids, warnings = {}, {}, []
         for level in range(self.vqvae_config.levels):
             artists[level], genre_ids[level], found = label_ids(artist, genres,
