@@ -198,7 +198,7 @@ def read_metadata(channel, model, version=None, timeout=None) -> dict:
 
 
 XLA_TWINS = {"sample_xla", "upsample_xla"}  # export/module.py's XLA_SUFFIX twins
-PAD_CODE = -1  # export/module.py's: codes past a row's length in a batch of several lengths
+PAD_CODE = -1  # export/row_groups.py's: codes past a row's length in a batch of several lengths
 
 
 class SamplingCalls:

@@ -3,9 +3,11 @@
     from jukebox_tf.export import export_models
     result = export_models(vqvae, priors, "models/jukebox", vocab=runs.vocab)
 
-export.py writes the version folder, module.py holds the signatures, graph_sampling.py the
-in-graph windowed sampling, versions.py the version numbering and atomic placement, warmup.py
-TF Serving's warmup requests. Names load on first use (no TensorFlow on import).
+export.py writes the version folder, module.py holds the signatures, conditioning.py their
+in-graph labels and lyric tokens, request_checks.py what they refuse, row_groups.py the running
+of a request's rows in groups, graph_sampling.py the in-graph windowed sampling, versions.py
+the version numbering and atomic placement, warmup.py TF Serving's warmup requests. Names load
+on first use (no TensorFlow on import).
 """
 
 import importlib

@@ -1,12 +1,13 @@
 """The exported model: a `tf.Module` whose `tf.function`s are the SavedModel's signatures.
 
 Everything a request needs runs in graph (stock ops only; no Python-side state, no custom
-ops): the sample-rate check, name -> id lookups (tf.lookup.StaticHashTable), lyric
-tokenization, label rows, the windowed token loops with their key/value caches
-(graph_sampling.py), the VQ-VAE's encoders and decoders. The Keras models' variables are
-tracked by the module through plain lists of their tf.Variables (Keras 3 keeps sublayer lists
-where TensorFlow's object tracking does not look), and the Keras objects themselves are left
-out of the saved object graph, so loading needs TensorFlow only.
+ops): the request checks (request_checks.py), name -> id lookups, lyric tokenization and
+label rows (conditioning.py), the grouping of rows (row_groups.py), the windowed token loops
+with their key/value caches (graph_sampling.py), the VQ-VAE's encoders and decoders. This
+file holds the signatures, in the order of export/README.md's table. The Keras models'
+variables are tracked by the module through plain lists of their tf.Variables (Keras 3 keeps
+sublayer lists where TensorFlow's object tracking does not look), and the Keras objects
+themselves are left out of the saved object graph, so loading needs TensorFlow only.
 
 Signatures (B = batch, open; int32 unless noted; see SIGNATURES for the text). Every input
 and output has the batch dimension first, settings included (one per row), so stock TF
@@ -42,16 +43,21 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from jukebox_tf.export.conditioning import (label_rows, lookup_table, tokenize_lyrics,
+                                            to_samples, total_samples_or)
 from jukebox_tf.export.graph_sampling import (GraphSettings, LevelWindows, compiled_window,
                                               sample_level_graph)
-from jukebox_tf.prior.label_vocab import LabelVocab, artist_key_tf, genre_keys_tf
-from jukebox_tf.prior.lyrics import tokenizer_for
+from jukebox_tf.export.request_checks import (checked_codes, checked_decode_level,
+                                              checked_encode_length, checked_n_tokens,
+                                              checked_prime, checked_seconds, checked_settings,
+                                              checked_total_tokens, checked_upsampler_level,
+                                              same_batch)
+from jukebox_tf.export.row_groups import PAD_CODE, longest_row, run_in_groups
+from jukebox_tf.prior.label_vocab import LabelVocab
 from jukebox_tf.sampling import prior_api
 from jukebox_tf.sampling.streaming import receptive_field
 from jukebox_tf.sampling.windowed import HOP_FRACTIONS
 from jukebox_tf.training.ema import tf_variable
-
-PAD_CODE = -1  # codes past a row's own length (rows padded to the longest of a batch)
 
 SIGNATURES = {
     "encode": "audio float32 [batch, samples] at the model's sample rate (cut to whole "
@@ -118,14 +124,6 @@ class _Models:
         self.receptive_fields: list | None = None  # per level (decoder_receptive_fields)
 
 
-def _table(keys: dict[str, int]) -> tf.lookup.StaticHashTable:
-    """A name's key (label_vocab) -> its id; -1 when absent."""
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(keys) or [""], tf.string),
-                                            tf.constant(list(keys.values()) or [0], tf.int32)),
-        default_value=-1)
-
-
 def _per_row(dtype, name):
     return tf.TensorSpec([None], dtype, name=name)
 
@@ -149,8 +147,8 @@ class JukeboxModule(tf.Module):
         vocabs = [info.vocab] + [v for _, v in info.level_vocabs]
         self._table_index = {level: vocabs.index(info.vocab_of(level))
                              for level in range(config.levels)}
-        self.artist_tables = [_table(v.artist_table()) for v in vocabs]
-        self.genre_tables = [_table(v.genre_table()) for v in vocabs]
+        self.artist_tables = [lookup_table(v.artist_table()) for v in vocabs]
+        self.genre_tables = [lookup_table(v.genre_table()) for v in vocabs]
         self._check_priors()
 
         channels = config.channels
@@ -263,137 +261,262 @@ class JukeboxModule(tf.Module):
                                      f"{hop} (hop fraction {self._hop_fraction(level)}) do not "
                                      f"line up with the level above (hop ratio {ratio})")
 
-    # -- conditioning in graph -----------------------------------------------------------------
+    # -- signatures ----------------------------------------------------------------------------
 
-    def _ids(self, table, vocab_size: int, key) -> tf.Tensor:
-        """Keys (label_vocab) -> ids: the vocabulary's, else a decimal id below vocab_size,
-        else 0 (unknown)."""
-        found = table.lookup(key)
-        digits = tf.strings.regex_full_match(key, "[0-9]{1,9}")
-        number = tf.strings.to_number(tf.where(digits, key, "0"), tf.int32)
-        number = tf.where(digits & (number < vocab_size), number, 0)
-        return tf.where(found >= 0, found, number)
+    def _encode(self, audio, sample_rate):
+        config = self._config
+        checked = same_batch("audio", {"audio": audio, "sample_rate": sample_rate})
+        audio, sample_rate = checked["audio"], checked["sample_rate"]
+        length = checked_encode_length(audio, sample_rate, config)
+        audio = audio[:, :length]
+        if config.channels == 1:
+            audio = audio[..., None]
+        codes = self._models.vqvae.encode(audio, levels=range(config.levels))
+        return {f"codes_l{level}": tf.cast(c, tf.int32) for level, c in enumerate(codes)}
 
-    def _genre_ids(self, genres, max_words: int, level: int) -> tf.Tensor:
-        """Genre text [B] -> int32 [B, max_words]: its keys as label_vocab makes them (for
-        runs trained here, words split as ingest splits them), looked up in `level`'s names;
-        no key -> [0] (unknown); empty slots -1 (labels.make_labels)."""
-        vocab, table = self._info.vocab_of(level), self.genre_tables[self._table_index[level]]
-        words = genre_keys_tf(genres, vocab.scheme)
-        ids = tf.ragged.map_flat_values(lambda w: self._ids(table, len(vocab.genres), w),
-                                        words)
-        ids = ids[:, :max_words]
-        batch = tf.shape(genres)[0]
-        dense = ids.to_tensor(default_value=-1, shape=tf.stack([batch, max_words]))
-        empty = (ids.row_lengths() == 0)[:, None] & (tf.range(max_words) == 0)[None]
-        return tf.where(empty, 0, dense)
+    def _decode(self, codes, level):
+        checked = same_batch("codes", {"codes": codes, "level": level})
+        level = checked_decode_level(checked["level"], self.levels)
+        codes = checked_codes(checked["codes"], "codes", self._config.l_bins)
+        hops = self._level_lookup(level, self._config.hop_lengths)
+        longest = tf.shape(codes)[1] * longest_row(hops)
+
+        def run(rows, value):
+            part = tf.gather(codes, rows)
+            branches = [lambda lv=lv: self._decode_level(part, lv) for lv in range(self.levels)]
+            return {"audio": tf.switch_case(value, branches)}
+
+        return run_in_groups(level, run, {
+            "audio": (self._audio_rows(tf.shape(codes)[0], longest), 0.0)})
+
+    def _sample(self, artist, genres, lyrics, total_seconds, offset_seconds, n_tokens,
+                temperature, top_k, top_p, seed, prime, xla: bool = False):
+        top = self.levels - 1
+        hop = self._config.hop_lengths[top]
+        rows = same_batch("artist", dict(
+            artist=artist, genres=genres, lyrics=lyrics, total_seconds=total_seconds,
+            offset_seconds=offset_seconds, n_tokens=n_tokens, temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=seed))
+        settings = checked_settings(rows)
+        n_tokens = checked_n_tokens(rows["n_tokens"])
+        # An empty prime ([B, 0] or [0, 0]) means none.
+        batch = tf.shape(artist)[0]
+        prime = tf.cond(tf.size(prime) > 0, lambda: prime,
+                        lambda: tf.zeros([batch, 0], tf.int32))
+        prime = checked_prime(prime, batch, n_tokens, self._config.l_bins)
+        rate = self._config.sample_rate
+        offset = to_samples(rows["offset_seconds"], rate)
+        total = total_samples_or(rows["total_seconds"], offset + n_tokens * hop, rate)
+        labels = self._labels(rows["artist"], rows["genres"], total, offset, top)
+
+        def run(group, value):
+            return {"codes": self._sample_level(
+                top, value, tf.gather(labels, group), settings.take(group),
+                lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group),
+                xla=xla)}
+
+        longest = longest_row(n_tokens)
+        return run_in_groups(n_tokens, run, {
+            "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
+
+    def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
+                  temperature, top_k, top_p, seed, xla: bool = False):
+        hops = self._config.hop_lengths
+        levels = self.upsampler_levels
+        rows = same_batch("codes", dict(
+            codes=codes, level=level, artist=artist, genres=genres,
+            total_seconds=total_seconds, offset_seconds=offset_seconds,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed))
+        level = checked_upsampler_level(rows["level"], levels, "upsample")
+        settings = checked_settings(rows)
+        codes = checked_codes(rows["codes"], "codes", self._config.l_bins)
+        rate = self._config.sample_rate
+        offset = to_samples(rows["offset_seconds"], rate)
+        n_audio = tf.shape(codes)[1] * self._level_lookup(level, list(hops[1:]) + [0])
+        total = total_samples_or(rows["total_seconds"], offset + n_audio, rate)
+
+        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
+                  for lv in levels}
+
+        def branch(lv, group):
+            if lv not in levels:
+                return lambda: tf.zeros([tf.size(group), 0], tf.int32)
+
+            def run():
+                n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
+                return self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
+                                          settings.take(group), upper=tf.gather(codes, group),
+                                          xla=xla)
+            return run
+
+        def run(group, value):
+            return {"codes": tf.switch_case(value, [branch(lv, group)
+                                                    for lv in range(self.levels - 1)])}
+
+        longest = tf.shape(codes)[1] * tf.reduce_max(
+            tf.concat([self._level_lookup(level, self._hop_ratios()), [0]], 0))
+        return run_in_groups(level, run, {
+            "codes": (tf.fill([tf.shape(codes)[0], longest], PAD_CODE), PAD_CODE)})
+
+    def _upsample_part(self, codes, level, total_tokens, prime, min_tokens, artist, genres,
+                       total_seconds, offset_seconds, temperature, top_k, top_p, seed,
+                       xla: bool = False):
+        """The windows of `upsample` from where `prime` ends: those after it up to the first
+        that brings the level to min_tokens, stopping before one whose codes of the level
+        above are not in `codes` yet. Feeding the codes back as the prime draws, joined,
+        what one `upsample` call draws."""
+        hops = self._config.hop_lengths
+        rows = same_batch("codes", dict(
+            codes=codes, level=level, total_tokens=total_tokens, prime=prime,
+            min_tokens=min_tokens, artist=artist, genres=genres, total_seconds=total_seconds,
+            offset_seconds=offset_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed))
+        level = checked_upsampler_level(rows["level"], self.upsampler_levels, "upsample_part")
+        settings = checked_settings(rows)
+        ratio = self._level_lookup(level, self._hop_ratios() + [1])
+        total_tokens = checked_total_tokens(rows["total_tokens"], rows["codes"], rows["prime"],
+                                            ratio)
+        codes = checked_codes(rows["codes"], "codes", self._config.l_bins)
+        prime = checked_codes(rows["prime"], "prime", self._config.l_bins)
+        rate = self._config.sample_rate
+        offset = to_samples(rows["offset_seconds"], rate)
+        total = total_samples_or(rows["total_seconds"],
+                                 offset + total_tokens * self._level_lookup(level, hops), rate)
+        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
+                  for lv in self.upsampler_levels}
+
+        def branch(lv, group, n_tokens, stop):
+            size = tf.size(group)
+            if lv not in self.upsampler_levels:
+                return lambda: (tf.zeros([size, 0], tf.int32), tf.zeros([size], tf.int32))
+
+            def run():
+                part = self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
+                                          settings.take(group), upper=tf.gather(codes, group),
+                                          prime=tf.gather(prime, group), stop_tokens=stop,
+                                          xla=xla)
+                windows = LevelWindows.of(self._models.priors[lv], lv, n_tokens, hops,
+                                          self._hop_fraction(lv), upsampler=True)
+                after = windows.after(tf.shape(part)[1])
+                needed = tf.where(after < windows.count, windows.upper_end(after), 0)
+                return part, tf.fill([size], needed)
+            return run
+
+        def run(group, value):
+            out = tf.switch_case(value[0], [branch(lv, group, value[1], value[2])
+                                            for lv in range(self.levels - 1)])
+            return {"codes": out[0], "upper_needed": out[1]}
+
+        batch = tf.shape(codes)[0]
+        return run_in_groups(tf.stack([level, total_tokens, rows["min_tokens"]], axis=1), run, {
+            "codes": (tf.zeros([batch, 0], tf.int32), PAD_CODE),
+            "upper_needed": (tf.zeros([batch], tf.int32), 0)})
+
+    def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
+                  top_p, seed, xla: bool = False):
+        hops = self._config.hop_lengths
+        rows = same_batch("artist", dict(
+            artist=artist, genres=genres, lyrics=lyrics, seconds=seconds,
+            total_seconds=total_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed))
+        settings = checked_settings(rows)
+        seconds = checked_seconds(rows["seconds"])
+        rate = self._config.sample_rate
+        n_audio = tf.maximum(to_samples(seconds, rate) // hops[-1], 1) * hops[-1]
+        total = total_samples_or(rows["total_seconds"], n_audio, rate)
+        batch = tf.shape(artist)[0]
+        lowest = min(self.generated_levels)
+        labels = {level: self._labels(rows["artist"], rows["genres"], total,
+                                      tf.zeros_like(total), level)
+                  for level in self.generated_levels}
+
+        def run(group, value):
+            codes = {}
+            for level in self.generated_levels:
+                codes[level] = self._sample_level(
+                    level, value // hops[level], tf.gather(labels[level], group),
+                    settings.take(group),
+                    lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1),
+                    xla=xla)
+            out = {f"codes_l{level}": c for level, c in codes.items()}
+            out["audio"] = self._decode_level(codes[lowest], lowest)
+            return out
+
+        longest = longest_row(n_audio)
+        outputs = {f"codes_l{level}": (tf.fill([batch, longest // hops[level]], PAD_CODE),
+                                       PAD_CODE) for level in self.generated_levels}
+        outputs["audio"] = (self._audio_rows(batch, longest), 0.0)
+        return run_in_groups(n_audio, run, outputs)
+
+    def _metadata(self, rows):
+        """Each field repeated once per entry of rows [B]: TF Serving's batcher needs every
+        signature to take and return a batch."""
+        meta = self.metadata_dict()
+        fields = {
+            "sample_rate": tf.constant(meta["sample_rate"], tf.int32),
+            "channels": tf.constant(meta["channels"], tf.int32),
+            "hop_lengths": tf.constant(meta["hop_lengths"], tf.int32),
+            "codebook_size": tf.constant(meta["codebook_size"], tf.int32),
+            "n_ctx": tf.constant(meta["n_ctx"], tf.int32),
+            "artists": tf.constant(meta["artists"], tf.string),
+            "genres": tf.constant(meta["genres"], tf.string),
+            "version": tf.constant(meta["version"], tf.int64),
+            "metadata_json": tf.constant(json.dumps(meta, sort_keys=True)),
+        }
+        batch = tf.shape(rows)[0]
+        return {name: tf.tile(value[None], tf.concat([[batch], tf.ones_like(tf.shape(value))], 0))
+                for name, value in fields.items()}
+
+    def metadata_dict(self) -> dict:
+        """Everything the metadata signature and assets/metadata.json say."""
+        from jukebox_tf import __version__
+
+        config, priors = self._config, self._models.priors
+        ctx = [prior_api.n_ctx(p) if p is not None else 0 for p in priors]
+        return {
+            "format": "jukebox-tf-savedmodel", "format_version": 1,
+            "version": self._info.version, "model_name": self._info.model_name,
+            "jukebox_tf_version": __version__,
+            "sample_rate": config.sample_rate, "channels": config.channels,
+            "levels": config.levels, "hop_lengths": list(config.hop_lengths),
+            "codebook_size": config.l_bins, "n_ctx": ctx,
+            "prior_levels": [level for level, p in enumerate(priors) if p is not None],
+            "generated_levels": sorted(self.generated_levels),
+            "labels": [bool(p is not None and p.config.labels) for p in priors],
+            "max_genre_words": [prior_api.max_genre_words(p) or 0 if p is not None else 0
+                                for p in priors],
+            "lyrics": bool(self.top_prior is not None
+                           and prior_api.n_lyric_tokens(self.top_prior)),
+            "n_lyric_tokens": (prior_api.n_lyric_tokens(self.top_prior)
+                               if self.top_prior is not None else 0),
+            "hop_fractions": list(self._info.hop_fractions),
+            "decoder_receptive_field": self.decoder_receptive_fields(),
+            "artists": list(self._info.vocab.artists), "genres": list(self._info.vocab.genres),
+            "label_names": self._info.vocab.scheme,
+            "signatures": {name: describe_signature(name) for name in self.signature_names()},
+        }
+
+    def decoder_receptive_fields(self) -> list[int]:
+        """Per level, how many codes on each side a code's decoded audio depends on
+        (streaming.receptive_field): what a client decoding growing codes part by part needs.
+        Measured once, eagerly even while a signature is traced."""
+        models = self._models
+        if models.receptive_fields is None:
+            with tf.init_scope():
+                models.receptive_fields = [
+                    receptive_field(models.vqvae.decoders[level], self._config.emb_width)
+                    for level in range(self.levels)]
+        return models.receptive_fields
+
+    # -- shared by the signatures --------------------------------------------------------------
 
     def _labels(self, artist, genres, total_samples, offset_samples, level: int):
-        """labels.make_labels rows int32 [B, 4 + max_words] of `level`'s prior with length 0
-        (set per window); total_samples, offset_samples int32 [B]."""
-        batch = tf.shape(artist)[0]
-        vocab = self._info.vocab_of(level)
-        artist_ids = self._ids(self.artist_tables[self._table_index[level]],
-                               len(vocab.artists), artist_key_tf(artist, vocab.scheme))
-        head = tf.stack([total_samples, offset_samples, tf.zeros([batch], tf.int32),
-                         artist_ids], axis=1)
-        return tf.concat([head, self._genre_ids(genres, self._max_words(level), level)],
-                         axis=1)
-
-    @staticmethod
-    def _lyric_tokens(lyrics, prior):
-        """The prior's character tokens of lyrics string [B]: (int32 [B, L], lengths [B])."""
-        tokenize = tokenizer_for(prior_api.lyric_vocab_size(prior)).tokenize_tf
-        tokens = tf.map_fn(tokenize, lyrics, fn_output_signature=tf.RaggedTensorSpec(
-            [None], tf.int32, ragged_rank=0))
-        return tokens.to_tensor(), tf.cast(tokens.row_lengths(), tf.int32)
-
-    def _samples(self, seconds) -> tf.Tensor:
-        """Seconds (float32) -> whole audio samples, int32 (as int(seconds * rate))."""
-        rate = float(self._config.sample_rate)
-        return tf.cast(tf.floor(tf.cast(seconds, tf.float64) * rate), tf.int32)
-
-    def _same_batch(self, first: str, tensors: dict) -> dict:
-        """`tensors`, available once each is checked to have as many rows as
-        tensors[first] (named in the message)."""
-        batch = tf.shape(tensors[first])[0]
-        checks = [tf.debugging.assert_equal(
-            tf.shape(tensor)[0], batch,
-            message=f"{name} must have one row per sample (as many as {first})")
-            for name, tensor in tensors.items() if name != first]
-        return {name: self._after(checks, t) for name, t in tensors.items()}
-
-    def _settings(self, rows: dict) -> GraphSettings:
-        """The per-row settings of a signature's inputs, available once checked."""
-        temperature, top_k, top_p = rows["temperature"], rows["top_k"], rows["top_p"]
-        checks = [
-            tf.debugging.assert_greater_equal(temperature, 0.0,
-                                              message="temperature must be >= 0 (0 = greedy)"),
-            tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)"),
-            tf.debugging.assert_greater_equal(top_p, 0.0, message="top_p must be in [0, 1]"),
-            tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in [0, 1]")]
-        return GraphSettings(*(self._after(checks, t) for t in (temperature, top_k, top_p,
-                                                                rows["seed"])))
-
-    def _total(self, rows: dict, default) -> tf.Tensor:
-        """int32 [B]: each row's total_seconds in samples, or `default` where it is <= 0."""
-        return tf.where(rows["total_seconds"] > 0.0, self._samples(rows["total_seconds"]),
-                        default)
-
-    @staticmethod
-    def _longest(lengths) -> tf.Tensor:
-        """The largest of lengths int32 [B] (0 for no rows)."""
-        return tf.reduce_max(tf.concat([lengths, [0]], 0))
-
-    @staticmethod
-    def _grouped(values, run, outputs: dict) -> dict:
-        """Rows whose `values` (int32 [B], or [B, K]: equal rows) are equal run together, one
-        group after another: run(rows int32 [b], value) -> {name: tensor [b, ...]}. outputs:
-        {name: (tensor [B, ...] filled with the padding, padding)}; each group's results are
-        written to their rows, outputs and results padded along dimension 1 to the longer."""
-        groups = tf.raw_ops.UniqueV2(x=values, axis=[0]).y
-
-        def body(g, outs):
-            value = groups[g]
-            same = tf.equal(values, value)
-            if same.shape.rank > 1:
-                same = tf.reduce_all(same, axis=1)
-            rows = tf.cast(tf.where(same)[:, 0], tf.int32)
-            results = run(rows, value)
-            new = {}
-            for name, out in outs.items():
-                part, padding = results[name], outputs[name][1]
-                if part.shape.rank > 1:
-                    width = tf.maximum(tf.shape(out)[1], tf.shape(part)[1])
-                    out, part = (tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]]
-                                        + [[0, 0]] * (x.shape.rank - 2), constant_values=padding)
-                                 for x in (out, part))
-                # (The scatter refuses an empty output, as a level with no new codes gives.)
-                new[name] = tf.cond(
-                    tf.size(out) > 0,
-                    lambda out=out, part=part: tf.tensor_scatter_nd_update(out, rows[:, None],
-                                                                          part),
-                    lambda out=out: tf.identity(out))
-            return g + 1, new
-
-        init = {name: out for name, (out, _) in outputs.items()}
-        invariants = {name: tf.TensorShape([None] * out.shape.rank) for name, out in init.items()}
-        return tf.while_loop(lambda g, _: g < tf.shape(groups)[0], body,
-                             (tf.constant(0), init),
-                             shape_invariants=(tf.TensorShape([]), invariants))[1]
-
-    @staticmethod
-    def _after(checks, tensor) -> tf.Tensor:
-        """`tensor`, available only once the `checks` (assert ops) have passed: a request
-        fails with their message rather than with whatever the unchecked value would break."""
-        with tf.control_dependencies([c for c in checks if c is not None]):
-            return tf.identity(tensor)
-
-    def _check_codes(self, codes, name: str) -> tf.Tensor:
-        message = f"{name}: codes must be in [0, {self._config.l_bins}) (the codebook)"
-        return self._after([tf.debugging.assert_non_negative(codes, message=message),
-                            tf.debugging.assert_less(codes, self._config.l_bins,
-                                                     message=message)], codes)
+        """conditioning.label_rows of `level`'s prior: its vocabulary (and so its tables) and
+        genre slots."""
+        tables = self._table_index[level]
+        return label_rows(artist, genres, total_samples, offset_samples,
+                          self._info.vocab_of(level), self.artist_tables[tables],
+                          self.genre_tables[tables], self._max_words(level))
 
     def _level_fn(self, level: int, xla: bool = False):
         """The tf.function sampling `level` (graph_sampling.sample_level_graph), traced once
@@ -440,42 +563,13 @@ class JukeboxModule(tf.Module):
         empty = tf.zeros([batch, 0], tf.int32)
         lyric_tokens, lyric_lengths = empty, tf.zeros([batch], tf.int32)
         if prior_api.n_lyric_tokens(prior):
-            lyric_tokens, lyric_lengths = self._lyric_tokens(lyrics, prior)
+            lyric_tokens, lyric_lengths = tokenize_lyrics(lyrics, prior)
         total_tokens = tf.cast(total_tokens, tf.int32)
         return self._level_fn(level, xla)(
             total_tokens, total_tokens if stop_tokens is None else stop_tokens,
             labels_rows, settings.temperature,
             settings.top_k, settings.top_p, settings.seed, lyric_tokens, lyric_lengths,
             empty if upper is None else upper, empty if prime is None else prime)
-
-    def _hop_fraction(self, level: int) -> float:
-        fractions = self._info.hop_fractions
-        return fractions[min(level, len(fractions) - 1)]
-
-    def _max_words(self, level) -> int:
-        return prior_api.max_genre_words(self._models.priors[level]) or 1
-
-    # -- signatures ----------------------------------------------------------------------------
-
-    def _encode(self, audio, sample_rate):
-        config = self._config
-        top_hop = config.hop_lengths[-1]
-        checked = self._same_batch("audio", {"audio": audio, "sample_rate": sample_rate})
-        audio, sample_rate = checked["audio"], checked["sample_rate"]
-        length = tf.shape(audio)[1] // top_hop * top_hop
-        length = self._after([
-            tf.debugging.assert_equal(
-                sample_rate, config.sample_rate,
-                message=f"encode: sample_rate must be {config.sample_rate} (the rate of the "
-                        f"VQ-VAE, in Hz): resample the audio first"),
-            tf.debugging.assert_positive(
-                length, message=f"encode: audio needs at least {top_hop} samples (one "
-                                f"top-level code)")], length)
-        audio = audio[:, :length]
-        if config.channels == 1:
-            audio = audio[..., None]
-        codes = self._models.vqvae.encode(audio, levels=range(config.levels))
-        return {f"codes_l{level}": tf.cast(c, tf.int32) for level, c in enumerate(codes)}
 
     def _decode_level(self, codes, level: int):
         """A tf.function per level, traced once, shared by decode and generate."""
@@ -498,265 +592,14 @@ class JukeboxModule(tf.Module):
         """per_level[level] for level int32 [B] (a Python list of ints indexed by level)."""
         return tf.gather(tf.constant(per_level, tf.int32), level)
 
-    def _decode(self, codes, level):
-        message = f"decode: level must be in [0, {self.levels})"
-        checked = self._same_batch("codes", {"codes": codes, "level": level})
-        level = self._after([tf.debugging.assert_non_negative(checked["level"], message=message),
-                             tf.debugging.assert_less(checked["level"], self.levels,
-                                                      message=message)], checked["level"])
-        codes = self._check_codes(checked["codes"], "codes")
-        hops = self._level_lookup(level, self._config.hop_lengths)
-        longest = tf.shape(codes)[1] * self._longest(hops)
-
-        def run(rows, value):
-            part = tf.gather(codes, rows)
-            branches = [lambda lv=lv: self._decode_level(part, lv) for lv in range(self.levels)]
-            return {"audio": tf.switch_case(value, branches)}
-
-        return self._grouped(level, run, {
-            "audio": (self._audio_rows(tf.shape(codes)[0], longest), 0.0)})
-
-    def _sample(self, artist, genres, lyrics, total_seconds, offset_seconds, n_tokens,
-                temperature, top_k, top_p, seed, prime, xla: bool = False):
-        top = self.levels - 1
-        hop = self._config.hop_lengths[top]
-        rows = self._same_batch("artist", dict(
-            artist=artist, genres=genres, lyrics=lyrics, total_seconds=total_seconds,
-            offset_seconds=offset_seconds, n_tokens=n_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p, seed=seed))
-        settings = self._settings(rows)
-        n_tokens = self._after([tf.debugging.assert_positive(
-            rows["n_tokens"], message="sample: n_tokens must be >= 1")], rows["n_tokens"])
-        # An empty prime ([B, 0] or [0, 0]) means none.
-        batch = tf.shape(artist)[0]
-        prime = tf.cond(tf.size(prime) > 0, lambda: prime,
-                        lambda: tf.zeros([batch, 0], tf.int32))
-        prime = self._after([
-            tf.debugging.assert_equal(tf.shape(prime)[0], batch, message="prime must have "
-                                      "one row per sample (as many as artist), or be empty"),
-            tf.debugging.assert_less_equal(tf.shape(prime)[1], n_tokens,
-                                           message="sample: prime is longer than n_tokens")],
-            prime)
-        prime = self._check_codes(prime, "prime")
-        offset = self._samples(rows["offset_seconds"])
-        total = self._total(rows, offset + n_tokens * hop)
-        labels = self._labels(rows["artist"], rows["genres"], total, offset, top)
-
-        def run(group, value):
-            return {"codes": self._sample_level(
-                top, value, tf.gather(labels, group), settings.take(group),
-                lyrics=tf.gather(rows["lyrics"], group), prime=tf.gather(prime, group),
-                xla=xla)}
-
-        longest = self._longest(n_tokens)
-        return self._grouped(n_tokens, run, {
-            "codes": (tf.fill([batch, longest], PAD_CODE), PAD_CODE)})
-
-    def _upsampler_level(self, level, signature: str) -> tf.Tensor:
-        """level int32 [B], available once each is a level with an upsampler."""
-        levels = self.upsampler_levels
-        return self._after([tf.debugging.assert_equal(
-            tf.reduce_all(tf.reduce_any(tf.equal(level[:, None], levels), axis=1)),
-            True, message=f"{signature}: level must be one of {levels} (the levels with an "
-                          f"upsampler)")], level)
-
     def _hop_ratios(self) -> list[int]:
         """Indexed by level: how many of its codes stand for one code of the level above."""
         hops = self._config.hop_lengths
         return [hops[lv + 1] // hops[lv] for lv in range(self.levels - 1)]
 
-    def _upsample(self, codes, level, artist, genres, total_seconds, offset_seconds,
-                  temperature, top_k, top_p, seed, xla: bool = False):
-        hops = self._config.hop_lengths
-        levels = self.upsampler_levels
-        rows = self._same_batch("codes", dict(
-            codes=codes, level=level, artist=artist, genres=genres,
-            total_seconds=total_seconds, offset_seconds=offset_seconds,
-            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed))
-        level = self._upsampler_level(rows["level"], "upsample")
-        settings = self._settings(rows)
-        codes = self._check_codes(rows["codes"], "codes")
-        offset = self._samples(rows["offset_seconds"])
-        n_audio = tf.shape(codes)[1] * self._level_lookup(level, list(hops[1:]) + [0])
-        total = self._total(rows, offset + n_audio)
+    def _hop_fraction(self, level: int) -> float:
+        fractions = self._info.hop_fractions
+        return fractions[min(level, len(fractions) - 1)]
 
-        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
-                  for lv in levels}
-
-        def branch(lv, group):
-            if lv not in levels:
-                return lambda: tf.zeros([tf.size(group), 0], tf.int32)
-
-            def run():
-                n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
-                return self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
-                                          settings.take(group), upper=tf.gather(codes, group),
-                                          xla=xla)
-            return run
-
-        def run(group, value):
-            return {"codes": tf.switch_case(value, [branch(lv, group)
-                                                    for lv in range(self.levels - 1)])}
-
-        longest = tf.shape(codes)[1] * tf.reduce_max(
-            tf.concat([self._level_lookup(level, self._hop_ratios()), [0]], 0))
-        return self._grouped(level, run, {
-            "codes": (tf.fill([tf.shape(codes)[0], longest], PAD_CODE), PAD_CODE)})
-
-    def _upsample_part(self, codes, level, total_tokens, prime, min_tokens, artist, genres,
-                       total_seconds, offset_seconds, temperature, top_k, top_p, seed,
-                       xla: bool = False):
-        """The windows of `upsample` from where `prime` ends: those after it up to the first
-        that brings the level to min_tokens, stopping before one whose codes of the level
-        above are not in `codes` yet. Feeding the codes back as the prime draws, joined,
-        what one `upsample` call draws."""
-        hops = self._config.hop_lengths
-        rows = self._same_batch("codes", dict(
-            codes=codes, level=level, total_tokens=total_tokens, prime=prime,
-            min_tokens=min_tokens, artist=artist, genres=genres, total_seconds=total_seconds,
-            offset_seconds=offset_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=seed))
-        level = self._upsampler_level(rows["level"], "upsample_part")
-        settings = self._settings(rows)
-        ratio = self._level_lookup(level, self._hop_ratios() + [1])
-        total_tokens = self._after([
-            tf.debugging.assert_positive(rows["total_tokens"], message=(
-                "upsample_part: total_tokens must be >= 1")),
-            tf.debugging.assert_equal(rows["total_tokens"] % ratio, 0, message=(
-                "upsample_part: total_tokens (the level's whole length) must be a multiple of "
-                "the hop ratio: the whole length of the level above times it")),
-            tf.debugging.assert_less_equal(tf.shape(rows["codes"])[1] * ratio,
-                                           rows["total_tokens"], message=(
-                "upsample_part: codes is longer than total_tokens / hop ratio")),
-            tf.debugging.assert_less_equal(tf.shape(rows["prime"])[1], rows["total_tokens"],
-                                           message="upsample_part: prime is longer than "
-                                                   "total_tokens")], rows["total_tokens"])
-        codes = self._check_codes(rows["codes"], "codes")
-        prime = self._check_codes(rows["prime"], "prime")
-        offset = self._samples(rows["offset_seconds"])
-        total = self._total(rows, offset + total_tokens * self._level_lookup(level, hops))
-        labels = {lv: self._labels(rows["artist"], rows["genres"], total, offset, lv)
-                  for lv in self.upsampler_levels}
-
-        def branch(lv, group, n_tokens, stop):
-            size = tf.size(group)
-            if lv not in self.upsampler_levels:
-                return lambda: (tf.zeros([size, 0], tf.int32), tf.zeros([size], tf.int32))
-
-            def run():
-                part = self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
-                                          settings.take(group), upper=tf.gather(codes, group),
-                                          prime=tf.gather(prime, group), stop_tokens=stop,
-                                          xla=xla)
-                windows = LevelWindows.of(self._models.priors[lv], lv, n_tokens, hops,
-                                          self._hop_fraction(lv), upsampler=True)
-                after = windows.after(tf.shape(part)[1])
-                needed = tf.where(after < windows.count, windows.upper_end(after), 0)
-                return part, tf.fill([size], needed)
-            return run
-
-        def run(group, value):
-            out = tf.switch_case(value[0], [branch(lv, group, value[1], value[2])
-                                            for lv in range(self.levels - 1)])
-            return {"codes": out[0], "upper_needed": out[1]}
-
-        batch = tf.shape(codes)[0]
-        return self._grouped(tf.stack([level, total_tokens, rows["min_tokens"]], axis=1), run, {
-            "codes": (tf.zeros([batch, 0], tf.int32), PAD_CODE),
-            "upper_needed": (tf.zeros([batch], tf.int32), 0)})
-
-    def _generate(self, artist, genres, lyrics, seconds, total_seconds, temperature, top_k,
-                  top_p, seed, xla: bool = False):
-        hops = self._config.hop_lengths
-        rows = self._same_batch("artist", dict(
-            artist=artist, genres=genres, lyrics=lyrics, seconds=seconds,
-            total_seconds=total_seconds, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=seed))
-        settings = self._settings(rows)
-        seconds = self._after([tf.debugging.assert_positive(
-            rows["seconds"], message="generate: seconds must be > 0")], rows["seconds"])
-        n_audio = tf.maximum(self._samples(seconds) // hops[-1], 1) * hops[-1]
-        total = self._total(rows, n_audio)
-        batch = tf.shape(artist)[0]
-        lowest = min(self.generated_levels)
-        labels = {level: self._labels(rows["artist"], rows["genres"], total,
-                                      tf.zeros_like(total), level)
-                  for level in self.generated_levels}
-
-        def run(group, value):
-            codes = {}
-            for level in self.generated_levels:
-                codes[level] = self._sample_level(
-                    level, value // hops[level], tf.gather(labels[level], group),
-                    settings.take(group),
-                    lyrics=tf.gather(rows["lyrics"], group), upper=codes.get(level + 1),
-                    xla=xla)
-            out = {f"codes_l{level}": c for level, c in codes.items()}
-            out["audio"] = self._decode_level(codes[lowest], lowest)
-            return out
-
-        longest = self._longest(n_audio)
-        outputs = {f"codes_l{level}": (tf.fill([batch, longest // hops[level]], PAD_CODE),
-                                       PAD_CODE) for level in self.generated_levels}
-        outputs["audio"] = (self._audio_rows(batch, longest), 0.0)
-        return self._grouped(n_audio, run, outputs)
-
-    def decoder_receptive_fields(self) -> list[int]:
-        """Per level, how many codes on each side a code's decoded audio depends on
-        (streaming.receptive_field): what a client decoding growing codes part by part needs.
-        Measured once, eagerly even while a signature is traced."""
-        models = self._models
-        if models.receptive_fields is None:
-            with tf.init_scope():
-                models.receptive_fields = [
-                    receptive_field(models.vqvae.decoders[level], self._config.emb_width)
-                    for level in range(self.levels)]
-        return models.receptive_fields
-
-    def metadata_dict(self) -> dict:
-        """Everything the metadata signature and assets/metadata.json say."""
-        from jukebox_tf import __version__
-
-        config, priors = self._config, self._models.priors
-        ctx = [prior_api.n_ctx(p) if p is not None else 0 for p in priors]
-        return {
-            "format": "jukebox-tf-savedmodel", "format_version": 1,
-            "version": self._info.version, "model_name": self._info.model_name,
-            "jukebox_tf_version": __version__,
-            "sample_rate": config.sample_rate, "channels": config.channels,
-            "levels": config.levels, "hop_lengths": list(config.hop_lengths),
-            "codebook_size": config.l_bins, "n_ctx": ctx,
-            "prior_levels": [level for level, p in enumerate(priors) if p is not None],
-            "generated_levels": sorted(self.generated_levels),
-            "labels": [bool(p is not None and p.config.labels) for p in priors],
-            "max_genre_words": [prior_api.max_genre_words(p) or 0 if p is not None else 0
-                                for p in priors],
-            "lyrics": bool(self.top_prior is not None
-                           and prior_api.n_lyric_tokens(self.top_prior)),
-            "n_lyric_tokens": (prior_api.n_lyric_tokens(self.top_prior)
-                               if self.top_prior is not None else 0),
-            "hop_fractions": list(self._info.hop_fractions),
-            "decoder_receptive_field": self.decoder_receptive_fields(),
-            "artists": list(self._info.vocab.artists), "genres": list(self._info.vocab.genres),
-            "label_names": self._info.vocab.scheme,
-            "signatures": {name: describe_signature(name) for name in self.signature_names()},
-        }
-
-    def _metadata(self, rows):
-        """Each field repeated once per entry of rows [B]: TF Serving's batcher needs every
-        signature to take and return a batch."""
-        meta = self.metadata_dict()
-        fields = {
-            "sample_rate": tf.constant(meta["sample_rate"], tf.int32),
-            "channels": tf.constant(meta["channels"], tf.int32),
-            "hop_lengths": tf.constant(meta["hop_lengths"], tf.int32),
-            "codebook_size": tf.constant(meta["codebook_size"], tf.int32),
-            "n_ctx": tf.constant(meta["n_ctx"], tf.int32),
-            "artists": tf.constant(meta["artists"], tf.string),
-            "genres": tf.constant(meta["genres"], tf.string),
-            "version": tf.constant(meta["version"], tf.int64),
-            "metadata_json": tf.constant(json.dumps(meta, sort_keys=True)),
-        }
-        batch = tf.shape(rows)[0]
-        return {name: tf.tile(value[None], tf.concat([[batch], tf.ones_like(tf.shape(value))], 0))
-                for name, value in fields.items()}
+    def _max_words(self, level) -> int:
+        return prior_api.max_genre_words(self._models.priors[level]) or 1
