@@ -44,11 +44,12 @@ PYTHON311 ?= $(shell for p in python3.11 $(HOME)/.pyenv/versions/3.11*/bin/pytho
 # The real encoders the ingest tests make their corpus with (command:Debian package).
 ENCODERS := oggenc:vorbis-tools opusenc:opus-tools lame:lame flac:flac sox:sox ffmpeg:ffmpeg
 
-.PHONY: help venv encoders torchref python demo test test-fast golden lock bench clean-venv
+.PHONY: help venv encoders torchref python demo lint test test-fast golden lock bench clean-venv
 
 help:
 	@echo "make demo    - set up the environment, synthesize demo data, run the pipeline on it"
-	@echo "make test    - set up the environment, run the test suite"
+	@echo "make test    - set up the environment, run the linter and the test suite"
+	@echo "make lint    - run ruff (configured in pyproject.toml)"
 	@echo "make -s python - print the virtualenv's python (creating it if missing)"
 	@echo "make lock    - re-resolve requirements.in into the requirements.txt lock"
 	@echo "make golden  - regenerate the Kubeflow pipeline spec golden file after a pipeline change"
@@ -124,12 +125,17 @@ python: venv
 demo: venv
 	PYTHONPATH="$(CURDIR)" "$(PY)" -m jukebox_tf demo --out "$(DEMO_DIR)"
 
-test: venv encoders torchref
+# ruff, configured in pyproject.toml. It takes a second, so the test targets run it first and
+# a finding stops them before the 30-minute suite.
+lint: venv
+	"$(VENV)/bin/ruff" check .
+
+test: lint venv encoders torchref
 	JUKEBOX_TORCH_PYTHON="$(TORCHREF)/bin/python" PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest \
 	  $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the tests marked slow: the quick loop while editing.
-test-fast: venv encoders torchref
+test-fast: lint venv encoders torchref
 	JUKEBOX_TORCH_PYTHON="$(TORCHREF)/bin/python" PYTHONPATH="$(CURDIR)" "$(PY)" -m pytest \
 	  -m "not slow" $(XDIST) $(PYTEST_ARGS)
 

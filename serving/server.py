@@ -1,8 +1,8 @@
 """The local model server: TF Serving's gRPC API (and REST) over a ModelServerConfig.
 
-The command line is in `cli.py`. From Python, `ModelServer(config).start()` serves in background threads (tests, benchmarks) and
-`serve(config, port, rest_port, host)` blocks until SIGINT/SIGTERM, then drains in-flight
-requests for up to `grace_seconds`.
+The command line is in `cli.py`. From Python, `ModelServer(config).start()` serves in
+background threads (tests, benchmarks) and `serve(config, port, rest_port, host)` blocks until
+SIGINT/SIGTERM, then drains in-flight requests for up to `grace_seconds`.
 """
 
 from __future__ import annotations

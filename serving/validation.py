@@ -90,7 +90,7 @@ def parse_rules(obj, where: str) -> dict[str, dict[str, dict]]:
                     raise ValueError(f"{where}: {sig}.{name}: unknown key {key!r} "
                                      f"(known: {', '.join(RULE_KEYS)})")
                 # bool is an int subclass: keep True out of min/max.
-                if not isinstance(value, kinds) or (kinds != bool and isinstance(value, bool)):
+                if not isinstance(value, kinds) or (kinds is not bool and isinstance(value, bool)):
                     raise ValueError(f"{where}: {sig}.{name}.{key}: bad value {value!r}")
             if "max_dims" in rule and not all(
                     d is None or (isinstance(d, int) and d >= 0) for d in rule["max_dims"]):

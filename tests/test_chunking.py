@@ -24,7 +24,8 @@ def reference(n, chunk, hop, min_frames):
 
 @pytest.mark.parametrize("n,chunk,hop,min_frames,block", [
     (1000, 100, 100, 1, 37), (1000, 100, 50, 1, 333), (1050, 100, 100, 60, 64),
-    (1050, 100, 100, 40, 64), (30, 100, 100, 60, 7), (1000, 100, 30, 10, 1000), (100, 100, 100, 1, 3)])
+    (1050, 100, 100, 40, 64), (30, 100, 100, 60, 7), (1000, 100, 30, 10, 1000),
+    (100, 100, 100, 1, 3)])
 def test_chunks_match_reference_offsets_and_content(n, chunk, hop, min_frames, block):
     x = np.arange(n, dtype=np.float32)[:, None]
     got = chunk_stream(x, chunk, hop, min_frames, block)

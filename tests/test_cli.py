@@ -2,9 +2,6 @@
 
 import json
 
-import numpy as np
-import pytest
-
 from conftest import tone
 
 

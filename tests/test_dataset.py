@@ -7,7 +7,6 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from conftest import tone
 from jukebox_tf.audio.dataset import load_manifest, make_dataset
 from jukebox_tf.audio.ingest import IngestConfig, ingest
 from jukebox_tf.errors import JukeboxError

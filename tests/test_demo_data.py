@@ -19,7 +19,8 @@ def _rows(csv_path):
 
 
 def _decode(root, rows):
-    return {r["path"]: sf.read(str(root / r["path"]), dtype="float32", always_2d=True) for r in rows}
+    return {r["path"]: sf.read(str(root / r["path"]), dtype="float32", always_2d=True)
+            for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,8 @@ def _spectral_flux(x, sr):
     n = (len(mono) - 2 * hop) // hop
     frames = np.stack([mono[i * hop : i * hop + 2 * hop] for i in range(n)]) * np.hanning(2 * hop)
     spec = np.log1p(100.0 * np.abs(np.fft.rfft(frames, axis=1)))
-    return float(np.maximum(np.diff(spec, axis=0), 0.0).sum(axis=1).mean() / spec.sum(axis=1).mean())
+    flux = np.maximum(np.diff(spec, axis=0), 0.0).sum(axis=1).mean()
+    return float(flux / spec.sum(axis=1).mean())
 
 
 def test_artists_differ_audibly(corpus):

@@ -2,7 +2,6 @@
 rejected with a reason while the rest goes on, interrupted runs finish on a rerun."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

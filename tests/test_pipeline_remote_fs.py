@@ -4,9 +4,9 @@ ram:// is TensorFlow's in-memory filesystem, made visible to Beam and TFX by
 `ram_filesystem`. One module fixture runs the whole local pipeline with `jukebox-tf pipeline
 run` (LocalDagRunner, tiny preset, one training step per model) with its audio, pipeline root
 and serving base path under ram:// (only the SQLite ML Metadata is local, `--metadata`), from
-an empty working folder and with an empty temporary folder: a path handed to plain file I/O would fail, or land as `./ram:/...`
-in the working folder. The barely trained model is not blessed, so the Pusher is then driven
-directly with blessings, to a ram:// base path.
+an empty working folder and with an empty temporary folder: a path handed to plain file I/O
+would fail, or land as `./ram:/...` in the working folder. The barely trained model is not
+blessed, so the Pusher is then driven directly with blessings, to a ram:// base path.
 """
 
 import collections

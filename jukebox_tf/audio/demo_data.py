@@ -165,7 +165,8 @@ def _karplus(freq: float, n: int, sr: int, rng: np.random.Generator, tau: float)
     z[1 : period + 1] = burst - burst.mean()
     for i in range(period, n, period):
         j = min(i + period, n)
-        z[1 + i : 1 + j] = 0.5 * gain * (z[1 + i - period : 1 + j - period] + z[i - period : j - period])
+        z[1 + i : 1 + j] = 0.5 * gain * (z[1 + i - period : 1 + j - period]
+                                         + z[i - period : j - period])
     out = z[1 : n + 1]
     peak = np.abs(out).max()
     return out / peak if peak > 0 else out
@@ -289,7 +290,8 @@ def _synth_track(style: ArtistStyle, rng: np.random.Generator, seconds: float, s
             if onset >= n:
                 continue
             gate = int(length / feel.steps_per_beat * beat * sr)
-            _render_note(melody, onset, gate, midi, rng.uniform(0.7, 1.0), style.timbre, feel, sr, rng)
+            _render_note(melody, onset, gate, midi, rng.uniform(0.7, 1.0), style.timbre, feel, sr,
+                         rng)
 
     # Accompaniment: stacked scale thirds on the bar's chord degree.
     for bar in range(bars):
@@ -298,7 +300,8 @@ def _synth_track(style: ArtistStyle, rng: np.random.Generator, seconds: float, s
         tones = [_degree_to_midi(root + 12, scale, chord_root(bar) + 2 * i) for i in range(3)]
         if feel.comp == "sustain":
             for m in tones:
-                _render_note(comp, at(bar * 4), int(4 * beat * sr), m, 0.5, style.timbre, feel, sr, rng)
+                _render_note(comp, at(bar * 4), int(4 * beat * sr), m, 0.5, style.timbre, feel, sr,
+                             rng)
         elif feel.comp == "strum":
             for b in range(4):
                 for i, m in enumerate(tones if b % 2 == 0 else tones[::-1]):

@@ -24,7 +24,6 @@ is added, removed or changes meaning; readers refuse datasets with another versi
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 

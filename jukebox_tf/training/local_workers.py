@@ -5,7 +5,8 @@ XLA-compiled step (XLA's CPU runtime runs the step's ops one after another, and 
 reductions on one thread). N workers with cores / N threads each keep every core busy; the
 only extra work is one all-reduce of the gradients per step. On the `small` prior with 2
 cores, two single-threaded workers trained 1.15-1.6x faster than one two-threaded process on
-an Intel Sapphire Rapids host, and 1.0-1.1x on an AMD EPYC host (benchmarks/README.md). The math is the same global batch, split between the workers.
+an Intel Sapphire Rapids host, and 1.0-1.1x on an AMD EPYC host (benchmarks/README.md). The
+math is the same global batch, split between the workers.
 
 `run_local_workers(argv, n)` starts `python -m jukebox_tf *argv` n times, each with its
 own TF_CONFIG (worker 0 is the chief: it writes the checkpoints and TensorBoard logs and prints

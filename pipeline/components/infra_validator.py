@@ -4,10 +4,11 @@ The stock InfraValidator starts TF Serving in Docker or on Kubernetes. This comp
 the same check with the repository's TF-Serving-compatible server (`serving/`) in-process:
 the model's `Format-Serving` folder is served as version 1 of a model (a link in a local
 temporary base path, or a copy there when the model is remote, a model config from
-`serving.toy_model.write_model_config`, free ports from portpicker), the component waits until the version is AVAILABLE (or has failed to
-load), replays the SavedModel's warmup requests (`assets.extra/tf_serving_warmup_requests`,
-PredictionLog records) through the stock TF Serving gRPC API (`serving.client`) and checks
-every response (outputs present, floating-point outputs finite).
+`serving.toy_model.write_model_config`, free ports from portpicker), the component waits until
+the version is AVAILABLE (or has failed to load), replays the SavedModel's warmup requests
+(`assets.extra/tf_serving_warmup_requests`, PredictionLog records) through the stock TF Serving
+gRPC API (`serving.client`) and checks every response (outputs present, floating-point outputs
+finite).
 
 Output `blessing` (InfraBlessing) exactly as the stock InfraValidator writes it, which the
 stock Pusher reads: an `INFRA_BLESSED` or `INFRA_NOT_BLESSED` file and the integer custom
