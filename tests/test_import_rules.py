@@ -94,7 +94,8 @@ def test_imports_only_go_down_a_floor():
 def test_vqvae_and_prior_do_not_import_each_other():
     # Implied by the floors; spelled out because it is the rule most easily broken.
     pairs = {("jukebox_tf.vqvae", "jukebox_tf.prior"), ("jukebox_tf.prior", "jukebox_tf.vqvae")}
-    wrong = sorted(f"{n} imports {t}" for n, t in IMPORTS if (package_of(n), package_of(t)) in pairs)
+    wrong = sorted(f"{n} imports {t}" for n, t in IMPORTS
+                   if (package_of(n), package_of(t)) in pairs)
     assert not wrong, "\n".join(wrong)
 
 

@@ -253,6 +253,7 @@ def _load_prompt(args, vq):
 def sample_to_dir(args) -> dict:
     """What `jukebox-tf sample ARGS` does but print its summary: returns write_outputs' paths
     and "codes_arrays" ({level: int32 [B, T]}), "levels" and "timing"."""
+    from jukebox_tf.audio.schema import UNKNOWN
     from jukebox_tf.errors import JukeboxError
 
     _check_args(args)  # before TensorFlow is imported: usage errors come back at once
@@ -324,7 +325,7 @@ def sample_to_dir(args) -> dict:
         "mode": args.mode,
         "seconds": round(top_codes.shape[1] * vq.hop_lengths[-1] / vq.sample_rate, 4),
         "samples": int(top_codes.shape[0]), "levels": levels,
-        "artist": f"{plan.artists[artist_id] if artist_id else args.artist or 'unknown'} "
+        "artist": f"{plan.artists[artist_id] if artist_id else args.artist or UNKNOWN} "
                   f"(id {artist_id})",
         "genres": ", ".join(f"{word} (id {g})" for word, g in zip(genre_words(
             " ".join(args.genre)), genre_ids)),

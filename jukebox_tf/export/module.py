@@ -43,6 +43,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from jukebox_tf.codes.hierarchy import CodeHierarchy
 from jukebox_tf.export.conditioning import (label_rows, lookup_table, tokenize_lyrics,
                                             to_samples, total_samples_or)
 from jukebox_tf.export.graph_sampling import (GraphSettings, LevelWindows, compiled_window,
@@ -234,26 +235,15 @@ class JukeboxModule(tf.Module):
         return out
 
     def _check_priors(self):
-        config = self._config
+        hierarchy = CodeHierarchy.of(self._config)
         for level, prior in enumerate(self._models.priors):
             if prior is None:
                 continue
-            pc = prior.config
             if prior_api.prior_level(prior) != level:
                 raise ValueError(f"priors[{level}] models level {prior_api.prior_level(prior)}")
-            if pc.l_bins != config.l_bins:
-                raise ValueError(f"the level-{level} prior has {pc.l_bins} codes, the VQ-VAE "
-                                 f"{config.l_bins}")
-            if prior_api.timing_sample_rate(prior) not in (None, config.sample_rate):
-                raise ValueError(f"the level-{level} prior times audio at "
-                                 f"{prior_api.timing_sample_rate(prior)} Hz, the VQ-VAE works "
-                                 f"at {config.sample_rate} Hz")
+            hierarchy.check(prior_api.facts(prior), f"the level-{level} prior")
             if level < self.levels - 1:
-                ratio = config.hop_lengths[level + 1] // config.hop_lengths[level]
-                if prior_api.hop_ratio(prior) not in (None, ratio):
-                    raise ValueError(f"the level-{level} upsampler upsamples by "
-                                     f"{prior_api.hop_ratio(prior)}, the VQ-VAE's hop lengths "
-                                     f"{config.hop_lengths} by {ratio}")
+                ratio = hierarchy.hop_ratio(level)
                 ctx = prior_api.n_ctx(prior)
                 hop = int(self._hop_fraction(level) * ctx)
                 if not 0 < hop <= ctx or hop % ratio or ctx % ratio:
@@ -343,7 +333,7 @@ class JukeboxModule(tf.Module):
                 return lambda: tf.zeros([tf.size(group), 0], tf.int32)
 
             def run():
-                n_tokens = tf.shape(codes)[1] * hops[lv + 1] // hops[lv]
+                n_tokens = tf.shape(codes)[1] * self._hop_ratios()[lv]
                 return self._sample_level(lv, n_tokens, tf.gather(labels[lv], group),
                                           settings.take(group), upper=tf.gather(codes, group),
                                           xla=xla)
@@ -594,8 +584,7 @@ class JukeboxModule(tf.Module):
 
     def _hop_ratios(self) -> list[int]:
         """Indexed by level: how many of its codes stand for one code of the level above."""
-        hops = self._config.hop_lengths
-        return [hops[lv + 1] // hops[lv] for lv in range(self.levels - 1)]
+        return CodeHierarchy.of(self._config).hop_ratios()
 
     def _hop_fraction(self, level: int) -> float:
         fractions = self._info.hop_fractions

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from jukebox_tf import storage
+from jukebox_tf.codes.hierarchy import hop_ratio
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -46,7 +47,7 @@ def example_inputs(meta: dict) -> dict[str, dict[str, np.ndarray]]:
     if "upsample_part" in signatures:
         # One code of the level above, the first window of its level (hop ratio codes).
         out["upsample_part"] = {**out["upsample"], "total_tokens": row(
-            hops[level + 1] // hops[level], np.int32), "prime": np.zeros([1, 0], np.int32),
+            hop_ratio(hops, level), np.int32), "prime": np.zeros([1, 0], np.int32),
             "min_tokens": row(1, np.int32)}
     if "generate" in signatures:
         out["generate"] = {**strings, "lyrics": np.array([b""]),

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jukebox_tf.codes.hierarchy import CodeHierarchy
 from jukebox_tf.errors import JukeboxError
 from jukebox_tf.prior import lyrics as lyrics_lib
 from jukebox_tf.prior.labels import make_labels
@@ -122,10 +123,7 @@ def sample_codes(mode: str, vqvae, priors: Sequence, settings: SamplingSettings,
             break  # no upsampler for this level: stop here
         if prior_api.prior_level(prior) != level:
             raise JukeboxError(f"priors[{level}] models level {prior_api.prior_level(prior)}")
-        if prior_api.timing_sample_rate(prior) not in (None, rate):
-            raise JukeboxError(f"the level-{level} prior times audio at "
-                               f"{prior_api.timing_sample_rate(prior)} Hz, the VQ-VAE's codes "
-                               f"are of {rate} Hz audio")
+        CodeHierarchy.of(config).check(prior_api.facts(prior), f"the level-{level} prior")
         n_tokens = n_audio // hops[level]
         if level in primes and primes[level].shape[1] > n_tokens:
             raise JukeboxError(f"the level-{level} codes to continue are longer "
