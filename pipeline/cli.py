@@ -58,14 +58,15 @@ def add_arguments(parser) -> None:
 
 
 def _common(p) -> None:
-    from jukebox_tf.cli.ingest import add_strict_option
     from pipeline.configs import PRESETS
 
     p.add_argument("--preset", default="tiny", choices=tuple(PRESETS))
     for flag in STEP_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N",
                        help=f"override the preset's {flag.replace('_', ' ')}")
-    add_strict_option(p)
+    p.add_argument("--strict", action="store_true",
+                   help="the ExampleGen rejects a truncated or damaged file (default: it keeps "
+                        "what decodes and flags the file)")
     p.add_argument("--sample-rate", type=int, metavar="HZ",
                    help="ingest at HZ (default: the preset's, or the --vqvae-from VQ-VAE's)")
     p.add_argument("--vqvae-from", metavar="RUN",
