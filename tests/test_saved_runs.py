@@ -1,4 +1,4 @@
-"""Runs and `.keras` files saved by an earlier layout of the package still load and compute
+"""Runs and a `.keras` file saved by an earlier layout of the package still load and compute
 the same outputs: checkpoints are keyed by attribute paths and Keras objects by their
 registered names ("jukebox_tf>Conv1D"), neither by the module a class lives in. The fixtures
 were written before the shared layers moved to jukebox_tf/layers (make_fixtures.py)."""
@@ -17,18 +17,15 @@ def expected():
         return dict(f)
 
 
-def check_vqvae(model, expected):
+def test_a_vqvae_run_saved_before_the_move_computes_as_it_did(expected):
+    from jukebox_tf.vqvae.task import load_vqvae_run
+
+    model = load_vqvae_run(os.path.join(FIXTURES, "vqvae"))
     out = model(expected["vqvae/audio"])
     for level in range(model.config.levels):
         np.testing.assert_array_equal(out["codes"][level], expected[f"vqvae/codes_l{level}"])
         np.testing.assert_allclose(out["reconstructions"][level],
                                    expected[f"vqvae/reconstruction_l{level}"], atol=1e-5)
-
-
-def test_a_vqvae_run_saved_before_the_move_computes_as_it_did(expected):
-    from jukebox_tf.vqvae.task import load_vqvae_run
-
-    check_vqvae(load_vqvae_run(os.path.join(FIXTURES, "vqvae")), expected)
 
 
 @pytest.mark.parametrize("name", ["top", "up1"])
@@ -43,11 +40,26 @@ def test_a_prior_run_saved_before_the_move_computes_as_it_did(name, expected):
     np.testing.assert_allclose(model(batch)["logits"], expected[f"{name}/logits"], atol=1e-4)
 
 
-def test_a_keras_file_saved_before_the_move_loads_by_registered_names(expected):
+def test_a_keras_file_of_the_moved_layers_loads_by_registered_names():
+    """Its config names the classes' old modules (jukebox_tf.vqvae.conv, ...); the registered
+    names find them where they are now."""
+    import json
+    import zipfile
+
     import keras
 
-    import jukebox_tf.vqvae.vqvae  # noqa: F401 (registers the classes, as a user's import does)
+    # Importing the library registers the classes, as a user's import does.
+    import jukebox_tf.layers.conv_blocks  # noqa: F401
+    import jukebox_tf.layers.linear  # noqa: F401
 
-    model = keras.saving.load_model(os.path.join(FIXTURES, "vqvae.keras"), compile=False)
-    assert type(model).__name__ == "VQVAE"
-    check_vqvae(model, expected)
+    path = os.path.join(FIXTURES, "layers.keras")
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+    modules = {layer["module"] for layer in config["config"]["layers"]}
+    assert {"jukebox_tf.vqvae.conv", "jukebox_tf.prior.factorized_attention"} <= modules
+    model = keras.saving.load_model(path, compile=False)
+    assert [type(layer).__module__ for layer in model.layers] == [
+        "jukebox_tf.layers.conv", "jukebox_tf.layers.resnet", "jukebox_tf.layers.conv_blocks",
+        "jukebox_tf.layers.linear", "jukebox_tf.layers.linear"]
+    with np.load(os.path.join(FIXTURES, "layers_expected.npz")) as f:
+        np.testing.assert_allclose(model(f["input"]), f["output"], atol=1e-5)

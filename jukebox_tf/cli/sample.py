@@ -207,9 +207,8 @@ def _load_codes(path: str, vq, mode: str, seconds):
     top = vq.levels - 1
     if top not in codes:
         raise JukeboxError(f"--codes {path}: no top-level codes (codes_l{top}) to {mode}")
-    rate = metadata.get("sample_rate")
-    CodeHierarchy.of(vq).check(PriorFacts(sample_rate=rate and int(rate)), f"--codes {path}",
-                               "the file holds")
+    CodeHierarchy.of(vq).check(PriorFacts(sample_rate=metadata.get("sample_rate")),
+                               f"--codes {path}", "the file holds")
     for level, c in codes.items():
         if not 0 <= level <= top or c.ndim != 2:
             raise JukeboxError(f"--codes {path}: codes_l{level} does not fit the VQ-VAE's "

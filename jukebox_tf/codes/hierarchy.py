@@ -66,9 +66,9 @@ class CodeHierarchy:
         if None not in (facts.l_bins, self.l_bins) and facts.l_bins != self.l_bins:
             raise HierarchyError(f"{where}: the prior has a codebook size of {facts.l_bins} "
                                  f"codes, the VQ-VAE's codebook has {self.l_bins} (l_bins)")
-        if facts.hop_lengths is not None and tuple(facts.hop_lengths) != self.hop_lengths:
+        if facts.hop_lengths is not None and facts.hop_lengths != self.hop_lengths:
             raise HierarchyError(f"{where}: the prior's codes have hop lengths "
-                                 f"{tuple(facts.hop_lengths)}, the VQ-VAE's {self.hop_lengths}")
+                                 f"{facts.hop_lengths}, the VQ-VAE's {self.hop_lengths}")
         if None not in (facts.sample_rate, self.sample_rate) and \
                 facts.sample_rate != self.sample_rate:
             raise HierarchyError(f"{where}: {subject} {facts.sample_rate} Hz audio, the VQ-VAE "
@@ -110,6 +110,13 @@ class PriorFacts:
     sample_rate: int | None = None  # only where the prior counts audio samples (timing)
     hop_lengths: tuple[int, ...] | None = None
     hop_ratio: int | None = None  # an upsampler's tokens per token of the level above
+
+    def __post_init__(self):
+        # JSON and npz metadata give numbers of other types (floats, numpy ints, lists).
+        for field in ("level", "levels", "l_bins", "sample_rate", "hop_ratio"):
+            object.__setattr__(self, field, _int(getattr(self, field)))
+        if self.hop_lengths is not None:
+            object.__setattr__(self, "hop_lengths", tuple(int(h) for h in self.hop_lengths))
 
 
 def _int(value):

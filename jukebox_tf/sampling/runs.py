@@ -126,10 +126,9 @@ def check_against_vqvae(info: RunInfo, vq, flag: str):
     rate = info.codes.get("sample_rate")
     if rate is None and info.config.get("labels"):
         rate = info.config.get("sample_rate")
-    hops = info.codes.get("hop_lengths")
     facts = PriorFacts(levels=info.config.get("levels", info.codes.get("levels")),
-                       l_bins=info.config["l_bins"], sample_rate=rate and int(rate),
-                       hop_lengths=None if hops is None else tuple(hops))
+                       l_bins=info.config["l_bins"], sample_rate=rate,
+                       hop_lengths=info.codes.get("hop_lengths"))
     CodeHierarchy.of(vq).check(facts, f"{flag} {info.run_dir}")
 
 
